@@ -1,0 +1,28 @@
+"""Run any BentoML Bento on Ray Serve.
+
+    import bentoml_ray
+
+    app = bentoml_ray.deployment("iris_classifier:latest")   # then `serve run module:app`
+
+Importing this package also makes ``bentoml.ray.deployment`` resolve to
+``bentoml_ray.deployment``, so code written for BentoML's original integration runs as is.
+"""
+
+from __future__ import annotations
+
+from . import _bentoml_ray_alias
+from ._application import api_server_deployment_name, deployment, runner_deployment_name
+from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
+
+__version__ = "0.1.0"
+
+_bentoml_ray_alias.install(deployment)
+
+__all__ = [
+    "BentoNotFound",
+    "BentoRayError",
+    "InvalidDeploymentConfig",
+    "api_server_deployment_name",
+    "deployment",
+    "runner_deployment_name",
+]

@@ -1,0 +1,191 @@
+"""Ray Serve batching for BentoML runner methods: which methods, with what settings, and how.
+
+A ``BatchingPlan`` is decided once, in the driver, from the Bento's runners and the user's
+``enable_batching`` / ``batching_config``; each runner deployment receives only its own
+part. Inside a runner replica, ``serve.batch`` gathers concurrent calls; ``merge_calls``
+concatenates them along the method's input ``batch_dim`` with BentoML's own containers
+(numpy, pandas, lists, ...) and ``split_result`` cuts the output back along the output
+``batch_dim``, so the model sees one call and each caller gets its own rows.
+
+Ray counts a batch in calls, not rows (``max_batch_size=8`` is at most 8 requests, however
+many rows each carries); a ``batch_size_fn`` in ``batching_config`` changes that.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+
+from ._bentoml_internals import AutoContainer
+from ._errors import InvalidDeploymentConfig
+from ._options import check_mapping, did_you_mean
+
+#: Every keyword that the installed Ray's ``serve.batch`` takes.
+RAY_BATCH_OPTIONS: frozenset[str] = frozenset(
+    name for name in inspect.signature(serve.batch).parameters if not name.startswith("_")
+)
+
+_BATCH_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(serve.batch).parameters.items()
+    if param.default is not inspect.Parameter.empty
+}
+
+#: One runner-method call as it travels: positional and keyword arguments.
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunnerMethodInfo:
+    """What batching needs to know of one runner method."""
+
+    batchable: bool
+    batch_dim: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class BatchingPlan:
+    """``serve.batch`` keyword arguments per runner, then per batched method."""
+
+    runners: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+
+    def for_runner(self, runner: str) -> dict[str, dict[str, Any]]:
+        return {method: dict(opts) for method, opts in self.runners.get(runner, {}).items()}
+
+    def calls_to_fill(self, runner: str) -> int | None:
+        """How many concurrent calls a replica of ``runner`` must accept to fill its batches.
+
+        Ray Serve warns, and never forms a full batch, when a replica's
+        ``max_ongoing_requests`` is below ``max_batch_size * max_concurrent_batches``.
+        """
+        methods = self.runners.get(runner)
+        if not methods:
+            return None
+        return max(
+            {**_BATCH_DEFAULTS, **options}["max_batch_size"]
+            * {**_BATCH_DEFAULTS, **options}["max_concurrent_batches"]
+            for options in methods.values()
+        )
+
+    @classmethod
+    def build(
+        cls,
+        methods: Mapping[str, Mapping[str, RunnerMethodInfo]],
+        enable_batching: bool,
+        batching_config: object,
+    ) -> BatchingPlan:
+        """Check ``batching_config`` against the Bento's runner methods and the installed Ray.
+
+        ``methods`` maps runner name -> method name -> info. Raises
+        ``InvalidDeploymentConfig`` naming the culprit and what is allowed.
+        """
+        if not isinstance(enable_batching, bool):
+            raise InvalidDeploymentConfig(
+                f"enable_batching must be True or False, not {enable_batching!r}."
+            )
+        config = check_mapping(batching_config, "batching_config")
+        if config and not enable_batching:
+            raise InvalidDeploymentConfig(
+                "batching_config is given but enable_batching is False, so it would have no "
+                "effect; pass enable_batching=True to batch on Ray Serve."
+            )
+        for runner, per_method in config.items():
+            if runner not in methods:
+                raise InvalidDeploymentConfig(
+                    f"batching_config names runner {runner!r}, which this Bento does not have."
+                    f"{did_you_mean(runner, methods)} Runners: {', '.join(sorted(methods))}."
+                )
+            batchable = sorted(m for m, info in methods[runner].items() if info.batchable)
+            for method, options in check_mapping(
+                per_method, f"batching_config[{runner!r}]"
+            ).items():
+                if method not in methods[runner]:
+                    raise InvalidDeploymentConfig(
+                        f"batching_config[{runner!r}] names method {method!r}, which runner "
+                        f"{runner!r} does not have.{did_you_mean(method, methods[runner])} "
+                        f"Its batchable methods: {', '.join(batchable) or 'none'}."
+                    )
+                if not methods[runner][method].batchable:
+                    raise InvalidDeploymentConfig(
+                        f"batching_config[{runner!r}][{method!r}]: the method is not batchable "
+                        "(save the model with signatures={...: {'batchable': True}}). "
+                        f"Batchable methods of {runner!r}: {', '.join(batchable) or 'none'}."
+                    )
+                _check_batch_options(options, f"batching_config[{runner!r}][{method!r}]")
+
+        if not enable_batching:
+            return cls()
+        plan = {
+            runner: {
+                method: dict(config.get(runner, {}).get(method) or {})
+                for method, info in per_runner.items()
+                if info.batchable
+            }
+            for runner, per_runner in methods.items()
+        }
+        return cls({runner: per for runner, per in plan.items() if per})
+
+
+def _check_batch_options(options: object, what: str) -> None:
+    checked = check_mapping(options, what)
+    for key, value in checked.items():
+        if key not in RAY_BATCH_OPTIONS:
+            raise InvalidDeploymentConfig(
+                f"Unknown batching option {key!r} in {what}.{did_you_mean(key, RAY_BATCH_OPTIONS)}"
+                f" Allowed options: {', '.join(sorted(RAY_BATCH_OPTIONS))}."
+            )
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        is_number = (is_int or isinstance(value, float)) and math.isfinite(value)
+        if key in ("max_batch_size", "max_concurrent_batches") and not (is_int and value >= 1):
+            raise InvalidDeploymentConfig(
+                f"{key} in {what} must be a whole number >= 1, not {value!r}."
+            )
+        if key == "batch_wait_timeout_s" and not (is_number and value >= 0):
+            raise InvalidDeploymentConfig(
+                f"batch_wait_timeout_s in {what} must be a number of seconds >= 0, not {value!r}."
+            )
+        if key == "batch_size_fn" and value is not None and not callable(value):
+            raise InvalidDeploymentConfig(f"batch_size_fn in {what} must be callable.")
+    try:
+        serve.batch(**checked)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDeploymentConfig(f"Ray rejects the batching options in {what}: {exc}") from exc
+
+
+def merge_calls(calls: Sequence[Call], batch_dim: int) -> tuple[Call, list[int]] | None:
+    """Concatenate calls of the same shape into one; None when their shapes differ.
+
+    Returns the merged call and the offsets at which each caller's rows start and end.
+    """
+    first_args, first_kwargs = calls[0]
+    if any(len(a) != len(first_args) or k.keys() != first_kwargs.keys() for a, k in calls):
+        return None
+    offsets: list[int] | None = None
+
+    def merge(values: list[Any]) -> Any:
+        nonlocal offsets
+        merged, indices = AutoContainer.batches_to_batch(values, batch_dim)
+        if offsets is None:
+            offsets = list(indices)
+        elif list(indices) != offsets:
+            raise ValueError("All batchable arguments of a call must have the same batch size.")
+        return merged
+
+    args = tuple(merge([a[i] for a, _ in calls]) for i in range(len(first_args)))
+    kwargs = {key: merge([k[key] for _, k in calls]) for key in first_kwargs}
+    if offsets is None:  # a method called without arguments has nothing to merge
+        return None
+    return (args, kwargs), offsets
+
+
+def split_result(result: Any, offsets: list[int], batch_dim: int) -> list[Any]:
+    """Cut a merged result back into one result per caller."""
+    if isinstance(result, tuple):
+        parts = [split_result(item, offsets, batch_dim) for item in result]
+        return [tuple(row) for row in zip(*parts)]
+    return list(AutoContainer.batch_to_batches(result, offsets, batch_dim))

@@ -1,0 +1,70 @@
+"""Every BentoML internal that bentoml-ray relies on, in one place.
+
+BentoML has no public hook for swapping a runner's transport, merging runner batches or
+serving a legacy service's IO descriptors outside its own server, so these few names come
+from ``bentoml._internal``. Keeping them here means a BentoML release that moves one breaks
+exactly one import, with a message that says so, and ``tests/test_bentoml_internals.py``
+fails loudly on it before a user does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bentoml
+
+try:
+    from bentoml._internal.context import ServiceContext
+    from bentoml._internal.io_descriptors.base import IODescriptor
+    from bentoml._internal.io_descriptors.json import JSON
+    from bentoml._internal.io_descriptors.numpy import NumpyNdarray
+    from bentoml._internal.runner.container import AutoContainer
+    from bentoml._internal.runner.runner import Runner, RunnerMethod
+    from bentoml._internal.runner.runner_handle import RunnerHandle
+    from bentoml._internal.server import http_app as _bentoml_http_app
+    from bentoml._internal.service.inference_api import InferenceAPI
+    from bentoml._internal.service.service import Service as LegacyService
+    from bentoml._internal.utils import is_async_callable
+except ImportError as exc:  # pragma: no cover - exercised only by a BentoML that moved them
+    raise ImportError(
+        f"bentoml-ray cannot find a BentoML internal it needs ({exc}); BentoML "
+        f"{bentoml.__version__} is installed. Install a BentoML version in bentoml-ray's "
+        "supported range (see its pyproject.toml)."
+    ) from exc
+
+#: The page ``bentoml serve`` shows at ``/``: Swagger UI over ``docs.json``.
+INDEX_HTML: str = _bentoml_http_app.DEFAULT_INDEX_HTML
+
+#: Swagger UI's scripts and styles, shipped inside BentoML.
+STATIC_CONTENT_DIR: str = os.path.join(os.path.dirname(_bentoml_http_app.__file__), "static_content")
+
+
+def bentoml_home() -> str:
+    """The BentoML home (store root) this process reads Bentos and models from."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())
+
+
+def numpy_dtype(descriptor: object) -> object | None:
+    """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
+    return getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
+
+
+__all__ = [
+    "INDEX_HTML",
+    "JSON",
+    "STATIC_CONTENT_DIR",
+    "AutoContainer",
+    "IODescriptor",
+    "InferenceAPI",
+    "LegacyService",
+    "NumpyNdarray",
+    "Runner",
+    "RunnerHandle",
+    "RunnerMethod",
+    "ServiceContext",
+    "bentoml_home",
+    "is_async_callable",
+    "numpy_dtype",
+]

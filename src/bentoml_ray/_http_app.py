@@ -1,0 +1,236 @@
+"""The HTTP surface of a runner-based service, as a lean Starlette app.
+
+It serves what ``bentoml serve`` serves for the same Bento (each API at its route, decoded
+and encoded by the API's own IO descriptors, ``/docs.json``, Swagger UI at ``/``, the
+health probes, mounted ASGI apps and the service's middlewares), but without BentoML's
+per-request tracing and metrics middlewares: Ray Serve has its own. Where ``bentoml serve``
+answers a client's mistake with a 500 or a hang, this answers a 4xx that says what was
+wrong, in BentoML's own error format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bentoml.exceptions import BentoMLException
+
+from ._bentoml_internals import (
+    INDEX_HTML,
+    JSON,
+    STATIC_CONTENT_DIR,
+    InferenceAPI,
+    NumpyNdarray,
+    is_async_callable,
+    numpy_dtype,
+)
+
+logger = logging.getLogger("bentoml_ray")
+
+#: BentoML's internal media types carry pickles; they must never come from the public network.
+INTERNAL_MEDIA_TYPE_PREFIX = "application/vnd.bentoml"
+
+_ERROR_PREFIX = "BentoService error handling API request: "
+_USER_CODE_ERROR = (
+    "An error has occurred in BentoML user code when handling this request, "
+    "find the error details in server logs"
+)
+
+
+class ClientError(Exception):
+    """A request the API cannot take; the message goes back to the client."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def error_response(status_code: int, message: str) -> JSONResponse:
+    """A 4xx in the shape ``bentoml serve`` uses for ``BadInput``: a JSON string."""
+    return JSONResponse(_ERROR_PREFIX + message, status_code=status_code)
+
+
+class RefuseInternalMediaTypes:
+    """ASGI middleware: 415 for any request body in one of BentoML's pickle media types."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-type" and value.lower().lstrip().startswith(
+                    INTERNAL_MEDIA_TYPE_PREFIX.encode()
+                ):
+                    response = error_response(
+                        415,
+                        f"Content-Type {value.decode('latin-1')!r} is internal to BentoML "
+                        "and is not accepted from clients; send JSON or the API's own type.",
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _expects_json(api: InferenceAPI[Any]) -> bool:
+    return isinstance(api.input, NumpyNdarray | JSON)
+
+
+def _check_content_type(request: Request) -> None:
+    """JSON-bodied APIs take ``application/json`` (or a ``+json`` type, or none at all)."""
+    header = request.headers.get("content-type")
+    if header is None:
+        return
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return
+    raise ClientError(
+        415, f"Content-Type {media_type!r} is not accepted here; send application/json."
+    )
+
+
+async def _decode_input(api: InferenceAPI[Any], request: Request) -> Any:
+    """Run the API's input descriptor, turning every decoding failure into a ClientError."""
+    if _expects_json(api):
+        _check_content_type(request)
+    try:
+        value = await api.input.from_http_request(request)
+    except BentoMLException as exc:
+        status = exc.error_code.value
+        raise ClientError(status if 400 <= status < 500 else 400, str(exc)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClientError(400, _explain_bad_json(await request.body(), exc)) from None
+    except Exception as exc:  # any other decoding failure is the request's fault too
+        raise ClientError(400, f"{api.input} could not decode the request: {exc}") from None
+
+    dtype = numpy_dtype(api.input)
+    if (
+        dtype is not None
+        and isinstance(value, np.ndarray)
+        and not np.can_cast(value.dtype, dtype, casting="same_kind")
+    ):
+        raise ClientError(
+            400,
+            f"{api.input}: expected numbers castable to dtype {dtype}, but the request "
+            f"holds values of dtype {value.dtype}.",
+        )
+    return value
+
+
+def _explain_bad_json(body: bytes, exc: Exception) -> str:
+    # json.loads guesses UTF-16/32 from the first bytes, so judge the raw body ourselves.
+    if not body.strip():
+        return "The request body is empty; this API expects JSON."
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as utf8_error:
+        return f"The request body is not valid UTF-8: {utf8_error}"
+    return f"The request body is not valid JSON: {exc}"
+
+
+def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Awaitable[Response]]:
+    is_async = is_async_callable(api.func)
+
+    async def endpoint(request: Request) -> Response:
+        with svc.context.in_request(request) as ctx:
+            try:
+                value = await _decode_input(api, request)
+            except ClientError as exc:
+                return error_response(exc.status_code, str(exc))
+            if api.multi_input:
+                args: tuple[Any, ...] = ()
+                kwargs = dict(value)
+                if api.needs_ctx:
+                    kwargs[api.ctx_param] = ctx
+            else:
+                args, kwargs = ((value, ctx) if api.needs_ctx else (value,)), {}
+            try:
+                if is_async:
+                    output = await api.func(*args, **kwargs)
+                else:
+                    output = await run_in_threadpool(api.func, *args, **kwargs)
+                return await api.output.to_http_response(output, ctx if api.needs_ctx else None)
+            except BentoMLException as exc:
+                status = exc.error_code.value
+                logger.error("API %r failed with %s", api.name, exc, exc_info=True)
+                if 400 <= status < 500 and status not in (401, 403):
+                    return error_response(status, str(exc))
+                return JSONResponse("", status_code=status)
+            except Exception:
+                logger.exception("API %r raised while handling a request", api.name)
+                return JSONResponse(_USER_CODE_ERROR, status_code=500)
+
+    return endpoint
+
+
+def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
+    """The ASGI app the API-server deployment serves, at ``route_prefix``."""
+    ready = False
+
+    async def index(_: Request) -> Response:
+        return HTMLResponse(INDEX_HTML)
+
+    async def docs(_: Request) -> Response:
+        return JSONResponse(svc.openapi_spec.asdict())
+
+    async def livez(_: Request) -> Response:
+        return PlainTextResponse("\n")
+
+    async def readyz(_: Request) -> Response:
+        return PlainTextResponse("\n", status_code=200 if ready else 503)
+
+    routes: list[BaseRoute] = [
+        Route("/", index, name="home"),
+        Route("/docs.json", docs, name="docs"),
+        Route("/livez", livez, name="livez"),
+        Route("/healthz", livez, name="healthz"),
+        Route("/readyz", readyz, name="readyz"),
+        Mount("/static_content", StaticFiles(directory=STATIC_CONTENT_DIR), name="static_content"),
+    ]
+    for api in svc.apis.values():
+        path = api.route if api.route.startswith("/") else f"/{api.route}"
+        routes.append(
+            Route(path, _api_endpoint(svc, api), name=api.name, methods=api.input.HTTP_METHODS)
+        )
+    for app, path, name in svc.mount_apps:
+        routes.append(Mount(path, app=app, name=name))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        nonlocal ready
+        for hook in [*svc.startup_hooks, svc.on_asgi_app_startup]:
+            await _call_hook(hook)
+        ready = True
+        try:
+            yield
+        finally:
+            ready = False
+            for hook in [*svc.shutdown_hooks, svc.on_asgi_app_shutdown]:
+                await _call_hook(hook)
+
+    if route_prefix != "/":
+        routes = [Mount(route_prefix, routes=routes)]
+    middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
+    middleware.insert(0, Middleware(RefuseInternalMediaTypes))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+async def _call_hook(hook: Callable[..., Any]) -> None:
+    # BentoML's legacy hooks take no argument; ``with_app_arg`` in BentoML adapts them the same way.
+    result = hook()
+    if inspect.isawaitable(result):
+        await result

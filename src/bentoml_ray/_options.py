@@ -1,0 +1,98 @@
+"""Checking the per-deployment options of ``deployment()`` against the installed Ray.
+
+The allowed set is read from ``serve.deployment``'s own signature, so a Ray release that
+adds an option makes it usable here without a bentoml-ray release. Values get the few
+checks Ray itself leaves loose (it accepts ``num_replicas=0``, for instance); everything
+else Ray validates when the deployment is declared, still before anything deploys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ray import serve
+
+from ._errors import InvalidDeploymentConfig
+
+#: Every keyword that the installed Ray's ``serve.deployment`` takes.
+RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
+    name for name in inspect.signature(serve.deployment).parameters if not name.startswith("_")
+)
+
+#: Options bentoml-ray takes for the API-server deployment on top of Ray's.
+API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
+
+
+def did_you_mean(name: str, allowed: Iterable[str]) -> str:
+    """A short hint naming the closest allowed spelling, or nothing."""
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_mapping(value: object, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidDeploymentConfig(f"{what} must be a dict, not {type(value).__name__}.")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidDeploymentConfig(f"{what} has a key {key!r} that is not a string.")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_deployment_options(
+    options: object, *, what: str, extra: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Return a copy of ``options`` once every key and the loose values are known good.
+
+    ``what`` names the deployment in messages ("the API-server deployment", ...).
+    """
+    checked = dict(check_mapping(options, f"The options of {what}"))
+    allowed = RAY_DEPLOYMENT_OPTIONS | extra
+    for key in checked:
+        if key not in allowed:
+            raise InvalidDeploymentConfig(
+                f"Unknown option {key!r} for {what}.{did_you_mean(key, allowed)} "
+                f"Allowed options: {', '.join(sorted(allowed))}."
+            )
+
+    replicas = checked.get("num_replicas")
+    if replicas is not None and replicas != "auto" and not (_is_int(replicas) and replicas >= 1):
+        raise InvalidDeploymentConfig(
+            f"num_replicas of {what} must be a whole number >= 1 or 'auto', not {replicas!r}."
+        )
+    if "num_replicas" in checked and "autoscaling_config" in checked and replicas != "auto":
+        raise InvalidDeploymentConfig(
+            f"{what} sets both num_replicas and autoscaling_config; give one of them "
+            "(or num_replicas='auto' with an autoscaling_config that refines it)."
+        )
+    for key in ("max_ongoing_requests", "max_replicas_per_node"):
+        value = checked.get(key)
+        if value is not None and not (_is_int(value) and value >= 1):
+            raise InvalidDeploymentConfig(
+                f"{key} of {what} must be a whole number >= 1, not {value!r}."
+            )
+    check_mapping(checked.get("ray_actor_options"), f"ray_actor_options of {what}")
+    return checked
+
+
+def check_route_prefix(value: object) -> str:
+    """Normalise the API server's ``route_prefix``: ``"/"`` or ``"/a/b"`` without a trailing ``/``."""
+    if value is None:
+        return "/"
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InvalidDeploymentConfig(
+            f"route_prefix must be a string starting with '/', such as '/classify', not {value!r}."
+        )
+    if any(char in value for char in "{}?#"):
+        raise InvalidDeploymentConfig(
+            f"route_prefix {value!r} may not contain path parameters, a query or a fragment."
+        )
+    return value.rstrip("/") or "/"
