@@ -33,8 +33,13 @@ class BentoSource:
     display_name: str
 
     def load(self) -> Any:
-        """Load the service (in a replica)."""
-        return bentoml.load(self.identifier, working_dir=self.working_dir)
+        """Load the service, in the driver (to check options) or in a replica.
+
+        ``reload`` matters when one process loads several Bentos whose service modules
+        share a name (``service.py`` is the usual one): without it, Python's module cache
+        would hand back the first Bento's service.
+        """
+        return bentoml.load(self.identifier, working_dir=self.working_dir, reload=True)
 
     @property
     def env_vars(self) -> dict[str, str]:

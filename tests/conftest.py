@@ -1,0 +1,63 @@
+"""Session fixtures: a private BentoML store with the example Bentos, and one local Ray.
+
+BENTOML_HOME is set before anything imports BentoML, so the developer's own store is never
+read or written. One Ray instance (``address="local"``, so a stale ``ray start`` cluster is
+never picked up) serves every test that needs Ray; each module deploys its applications
+under its own name and deletes them when done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+_STORE = tempfile.mkdtemp(prefix="bentoml-ray-tests-")
+os.environ["BENTOML_HOME"] = _STORE
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# BentoML installs its own warning filter at import; importing it here, before pytest's
+# per-test filters apply, lets pyproject's filterwarnings quiet its deprecation notes.
+import bentoml.io  # noqa: E402, F401
+import pytest  # noqa: E402
+from _support import EXAMPLES, FIXTURES, build_bento, free_port, train_iris  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_STORE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> str:
+    return _STORE
+
+
+@pytest.fixture(scope="session")
+def iris_bento() -> str:
+    """The example iris Bento, built from examples/iris_classifier; returns its tag."""
+    train_iris()
+    return build_bento(EXAMPLES / "iris_classifier")
+
+
+@pytest.fixture(scope="session")
+def probe_bento() -> str:
+    """The batch-probe Bento from tests/fixtures/batch_probe; returns its tag."""
+    return build_bento(FIXTURES / "batch_probe")
+
+
+@pytest.fixture(scope="session")
+def serve_url() -> Iterator[str]:
+    """Start one local Ray with Serve on a free loopback port; yield the base URL."""
+    import ray
+    from ray import serve
+
+    # Logical CPUs beyond the real two, so that several replicas can be scheduled.
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()

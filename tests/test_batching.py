@@ -1,0 +1,101 @@
+"""Ray Serve batching of runner methods, observed through a probe runnable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from _support import deployed
+
+import bentoml_ray
+from bentoml_ray._batching import merge_calls, split_result
+
+CONCURRENT = 24
+KINDS = ("ndarray", "frame", "list")
+
+
+async def _probe_concurrently(url: str, runner: str, kind: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(value: int) -> dict[str, Any]:
+            body = {"runner": runner, "kind": kind, "values": [value]}
+            response = await client.post(f"{url}/probe", json=body)
+            assert response.status_code == 200, response.text
+            result: dict[str, Any] = response.json()
+            assert result["values"] == [value], "a caller got someone else's rows"
+            return result
+
+        return list(await asyncio.gather(*(one(v) for v in range(100, 100 + CONCURRENT))))
+
+
+def _batch_sizes(url: str, runner: str, kind: str) -> list[int]:
+    results = asyncio.run(_probe_concurrently(url, runner, kind))
+    return [seen for result in results for seen in result["seen"]]
+
+
+@pytest.fixture(scope="module")
+def batched_url(serve_url: str, probe_bento: str) -> Iterator[str]:
+    def settings(size: int) -> dict[str, Any]:
+        return {"max_batch_size": size, "batch_wait_timeout_s": 0.25}
+
+    app = bentoml_ray.deployment(
+        probe_bento,
+        enable_batching=True,
+        batching_config={
+            "small_batches": {m: settings(2) for m in ("ndarray_batch", "frame_batch", "list_batch")},
+            "large_batches": {m: settings(16) for m in ("ndarray_batch", "frame_batch", "list_batch")},
+        },
+    )
+    with deployed(app, "batching"):
+        yield serve_url
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_runner_batches_with_its_own_settings(batched_url: str, kind: str) -> None:
+    small = _batch_sizes(batched_url, "small", kind)
+    large = _batch_sizes(batched_url, "large", kind)
+    assert max(small) == 2 and min(small) >= 1, small
+    assert 2 < max(large) <= 16, large
+
+
+def test_non_batchable_method_and_sync_api_still_work(batched_url: str) -> None:
+    response = httpx.post(f"{batched_url}/describe", json={"values": [1, 2, 3]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"count": 3}
+
+
+def test_nothing_is_batched_without_enable_batching(serve_url: str, probe_bento: str) -> None:
+    with deployed(bentoml_ray.deployment(probe_bento), "unbatched", route_prefix="/unbatched"):
+        for runner in ("small", "large"):
+            assert set(_batch_sizes(f"{serve_url}/unbatched", runner, "ndarray")) == {1}
+
+
+def test_merge_and_split_numpy_along_batch_dim_1() -> None:
+    calls = [((np.ones((2, 1)),), {}), ((np.zeros((2, 3)),), {})]
+    merged = merge_calls(calls, batch_dim=1)
+    assert merged is not None
+    (args, kwargs), offsets = merged
+    assert args[0].shape == (2, 4) and kwargs == {} and offsets == [0, 1, 4]
+    parts = split_result(args[0], offsets, batch_dim=1)
+    assert [p.shape for p in parts] == [(2, 1), (2, 3)]
+
+
+def test_merge_and_split_keyword_frames_and_tuple_results() -> None:
+    calls = [((), {"df": pd.DataFrame({"v": [1]})}), ((), {"df": pd.DataFrame({"v": [2, 3]})})]
+    merged = merge_calls(calls, batch_dim=0)
+    assert merged is not None
+    (_, kwargs), offsets = merged
+    assert kwargs["df"]["v"].tolist() == [1, 2, 3]
+    first, second = split_result((kwargs["df"], [10, 20, 30]), offsets, batch_dim=0)
+    assert first[0]["v"].tolist() == [1] and first[1] == [10]
+    assert second[0]["v"].tolist() == [2, 3] and second[1] == [20, 30]
+
+
+def test_calls_of_different_shapes_are_not_merged() -> None:
+    assert merge_calls([((np.ones(1),), {}), ((np.ones(1), np.ones(1)), {})], 0) is None
+    assert merge_calls([((), {}), ((), {})], 0) is None

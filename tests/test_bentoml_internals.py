@@ -1,0 +1,46 @@
+"""Fails loudly, naming the missing piece, when a BentoML release moves an internal we use."""
+
+from __future__ import annotations
+
+import os
+
+import bentoml
+import numpy as np
+from bentoml.io import JSON, NumpyNdarray
+
+from bentoml_ray import _bentoml_internals as internals
+
+
+def test_every_internal_name_resolves() -> None:
+    for name in internals.__all__:
+        assert getattr(internals, name) is not None, name
+
+
+def test_legacy_service_is_bentomls_public_one() -> None:
+    assert internals.LegacyService is bentoml.legacy.Service
+
+
+def test_runner_handle_interface_is_what_ray_runner_handle_implements() -> None:
+    for method in ("is_ready", "run_method", "async_run_method", "async_stream_method"):
+        assert hasattr(internals.RunnerHandle, method), method
+    assert hasattr(internals.Runner, "init_client") and hasattr(internals.Runner, "init_local")
+
+
+def test_io_descriptor_internals() -> None:
+    assert internals.numpy_dtype(NumpyNdarray(dtype="float32")) == np.dtype("float32")
+    assert internals.numpy_dtype(NumpyNdarray()) is None
+    assert internals.numpy_dtype(JSON()) is None
+    assert isinstance(JSON(), internals.JSON)
+
+
+def test_batch_containers_round_trip() -> None:
+    merged, offsets = internals.AutoContainer.batches_to_batch([np.ones(2), np.zeros(3)], 0)
+    assert list(offsets) == [0, 2, 5]
+    parts = internals.AutoContainer.batch_to_batches(merged, offsets, 0)
+    assert [len(p) for p in parts] == [2, 3]
+
+
+def test_swagger_ui_assets_and_home() -> None:
+    assert "swagger-ui" in internals.INDEX_HTML
+    assert os.path.isfile(os.path.join(internals.STATIC_CONTENT_DIR, "swagger-ui-bundle.js"))
+    assert os.path.isdir(internals.bentoml_home())

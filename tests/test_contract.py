@@ -1,0 +1,144 @@
+"""The API contract's examples, run as written (example 1 is in test_serving.py).
+
+Example 2 goes through Ray Serve's own CLI, ``serve run``, against a ``ray start`` cluster
+started here with enough logical CPUs for the replicas it asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _support import EXAMPLES, deployed, free_port, load_module
+
+import bentoml_ray
+
+IRIS = EXAMPLES / "iris_classifier"
+BIN = pathlib.Path(sys.executable).parent
+SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]
+
+
+def test_example_3_batching_as_written(serve_url: str, iris_bento: str) -> None:
+    example = load_module(IRIS / "bento_ray_batched.py")
+
+    async def classify_concurrently() -> list[Any]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            rows = [SETOSA if i % 2 else VIRGINICA for i in range(64)]
+            responses = await asyncio.gather(
+                *(client.post(f"{serve_url}/classify", json=[row]) for row in rows)
+            )
+            assert all(r.status_code == 200 for r in responses)
+            return [r.json() for r in responses]
+
+    with deployed(example.deploy, "contract_example_3"):
+        assert asyncio.run(classify_concurrently()) == [[0] if i % 2 else [2] for i in range(64)]
+
+
+def test_a_service_object_from_source_is_reimported_in_the_replicas(
+    serve_url: str, iris_bento: str
+) -> None:
+    import bentoml
+
+    svc = bentoml.load("service:svc", working_dir=str(IRIS), reload=True)
+    assert svc.bento is None
+    with deployed(bentoml_ray.deployment(svc), "from_source", route_prefix="/dev"):
+        response = httpx.post(f"{serve_url}/dev/classify", json=[VIRGINICA])
+        assert response.status_code == 200 and response.json() == [2]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
+    """A ``ray start --head`` node with 8 logical CPUs and Serve on a free loopback port."""
+    gcs_port, http_port = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are limited
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(BENTOML_HOME=bentoml_home, RAY_USAGE_STATS_ENABLED="0")
+    log = open(os.path.join(temp_dir, "ray-start.log"), "w")  # noqa: SIM115 - closed below
+    node = subprocess.Popen(
+        [
+            str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=8",
+            "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
+            f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    # `ray start` turns token authentication on; its clients must ask for it.
+    client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"}
+    try:
+        _until_ok(
+            [str(BIN / "serve"), "start", "--http-host", "127.0.0.1", "--http-port", str(http_port)],
+            client_env,
+            deadline=90,
+        )
+        yield client_env, f"http://127.0.0.1:{http_port}"
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=10)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:
+    """Run ``command`` until it succeeds; the node may still be starting."""
+    end = time.monotonic() + deadline
+    while True:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"{command} kept failing:\n{done.stdout}\n{done.stderr}")
+        time.sleep(2)
+
+
+STATUS_SCRIPT = """
+import json, ray
+from ray import serve
+ray.init(log_to_driver=False)
+app = serve.status().applications["default"]
+print(json.dumps({"status": str(app.status.value), "replicas": {
+    name: dict(d.replica_states) for name, d in app.deployments.items()}}))
+"""
+
+
+def test_example_2_through_serve_run_on_a_ray_start_cluster(
+    ray_cluster: tuple[dict[str, str], str],
+) -> None:
+    env, url = ray_cluster
+    done = subprocess.run(
+        [str(BIN / "serve"), "run", "bento_ray_scaled:classifier", "--non-blocking"],
+        cwd=IRIS, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    status = subprocess.run(
+        [sys.executable, "-c", STATUS_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    observed = json.loads(status.stdout.strip().splitlines()[-1])
+    assert observed["status"] == "RUNNING"
+    assert observed["replicas"] == {
+        "iris_classifier": {"RUNNING": 3},
+        "iris_classifier.runner.iris_clf": {"RUNNING": 1},
+    }
+
+    response = httpx.post(f"{url}/classify/classify", json=[VIRGINICA, SETOSA], timeout=30)
+    assert response.status_code == 200 and response.json() == [2, 0]
+    assert httpx.get(f"{url}/classify/docs.json").status_code == 200
+    index = httpx.get(f"{url}/classify", follow_redirects=True)  # the prefix's Swagger UI
+    assert index.status_code == 200 and "swagger-ui" in index.text
