@@ -47,8 +47,12 @@ def batched_url(serve_url: str, probe_bento: str) -> Iterator[str]:
         probe_bento,
         enable_batching=True,
         batching_config={
-            "small_batches": {m: settings(2) for m in ("ndarray_batch", "frame_batch", "list_batch")},
-            "large_batches": {m: settings(16) for m in ("ndarray_batch", "frame_batch", "list_batch")},
+            "small_batches": {
+                m: settings(2) for m in ("ndarray_batch", "frame_batch", "list_batch")
+            },
+            "large_batches": {
+                m: settings(16) for m in ("ndarray_batch", "frame_batch", "list_batch")
+            },
         },
     )
     with deployed(app, "batching"):

@@ -78,7 +78,14 @@ def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, 
     client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"}
     try:
         _until_ok(
-            [str(BIN / "serve"), "start", "--http-host", "127.0.0.1", "--http-port", str(http_port)],
+            [
+                str(BIN / "serve"),
+                "start",
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                str(http_port),
+            ],
             client_env,
             deadline=90,
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -28,8 +31,9 @@ def test_classify(iris_url: str) -> None:
 
 
 def test_one_deployment_for_the_api_server_and_one_per_runner(iris_url: str) -> None:
-    import bentoml_ray
     from ray import serve
+
+    import bentoml_ray
 
     deployments = serve.status().applications[APP].deployments
     assert set(deployments) == {
@@ -41,6 +45,7 @@ def test_one_deployment_for_the_api_server_and_one_per_runner(iris_url: str) -> 
 
 def test_bentoml_ray_alias() -> None:
     import bentoml
+
     import bentoml_ray
 
     assert bentoml.ray.deployment is bentoml_ray.deployment
@@ -85,7 +90,7 @@ BAD_REQUESTS = {
     "non-UTF-8 bytes": (b"\xff\xfe\x00[", "application/json", 400, "UTF-8"),
     "string array, wrong shape": (b'[["a", "b"]]', "application/json", 400, "shape"),
     "string array, right shape": (b'[["a", "b", "c", "d"]]', "application/json", 400, "dtype"),
-    "JSON object": (b'{"a": 1}', "application/json", 400, "shape"),
+    "JSON object": (b'{"a": 1}', "application/json", 400, "could not decode"),
     "pickle media type": (
         b"\x80\x04\x95",
         "application/vnd.bentoml+pickle",
@@ -126,3 +131,30 @@ def test_pickle_is_refused_on_every_route(iris_url: str) -> None:
 def test_unknown_route_and_wrong_method(iris_url: str) -> None:
     assert httpx.post(f"{iris_url}/nope", json=[]).status_code == 404
     assert httpx.get(f"{iris_url}/classify").status_code == 405
+
+
+def test_metrics_route_listed_in_the_openapi_document_answers(iris_url: str) -> None:
+    response = httpx.get(f"{iris_url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
+def test_swagger_ui_renders_the_apis_in_a_browser(iris_url: str, tmp_path: pathlib.Path) -> None:
+    assert CHROMIUM is not None
+    done = subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path}", "--virtual-time-budget=15000",
+            "--dump-dom", f"{iris_url}/",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Swagger UI fetched docs.json and rendered one operation per route.
+    assert 'data-path="/classify"' in done.stdout
+    assert 'data-path="/readyz"' in done.stdout

@@ -29,7 +29,9 @@ def test_unknown_api_server_option_names_it_and_lists_the_allowed(iris_bento: st
 
 
 def test_unknown_runner_option(iris_bento: str) -> None:
-    message = _raises("Unknown option 'cpus' for runner 'iris_clf'", iris_bento, None, {"iris_clf": {"cpus": 2}})
+    message = _raises(
+        "Unknown option 'cpus' for runner 'iris_clf'", iris_bento, None, {"iris_clf": {"cpus": 2}}
+    )
     assert "ray_actor_options" in message
     assert "route_prefix" not in message, "route_prefix belongs to the API server only"
 
@@ -59,7 +61,9 @@ def test_invalid_values(iris_bento: str, options: dict[str, Any], match: str) ->
 
 
 def test_invalid_runner_values_name_the_runner(iris_bento: str) -> None:
-    _raises("num_replicas of runner 'iris_clf'", iris_bento, None, {"iris_clf": {"num_replicas": 0}})
+    _raises(
+        "num_replicas of runner 'iris_clf'", iris_bento, None, {"iris_clf": {"num_replicas": 0}}
+    )
 
 
 def test_options_must_be_dicts(iris_bento: str) -> None:
@@ -68,7 +72,9 @@ def test_options_must_be_dicts(iris_bento: str) -> None:
 
 
 def test_duplicate_deployment_names(iris_bento: str) -> None:
-    _raises("would both be named 'same'", iris_bento, {"name": "same"}, {"iris_clf": {"name": "same"}})
+    _raises(
+        "would both be named 'same'", iris_bento, {"name": "same"}, {"iris_clf": {"name": "same"}}
+    )
 
 
 def test_batching_config_unknown_runner(probe_bento: str) -> None:

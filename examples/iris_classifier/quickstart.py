@@ -42,7 +42,8 @@ def main() -> None:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            print(f"POST /classify [[5.9, 3.0, 5.1, 1.8]] -> {response.status} {response.read().decode()}")
+            answer = response.read().decode()
+            print(f"POST /classify [[5.9, 3.0, 5.1, 1.8]] -> {response.status} {answer}")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -22,7 +22,7 @@ class APIServerDeployment:
     """
 
     def __init__(
-        self, source: BentoSource, runners: dict[str, DeploymentHandle], route_prefix: str
+        self, source: BentoSource, runners: dict[str, DeploymentHandle[Any]], route_prefix: str
     ) -> None:
         self.svc: Any = source.load()
         self.route_prefix = route_prefix

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from ._api_server import APIServerDeployment
 from ._batching import BatchingPlan, RunnerMethodInfo
@@ -32,7 +32,6 @@ from ._options import (
     did_you_mean,
 )
 from ._runner_deployment import RunnerDeployment
-
 
 #: Ray's default (5) would make the API server, which mostly awaits runners, queue at the
 #: proxy under any real load; BentoML's own API server sets no limit at all.
@@ -176,7 +175,7 @@ def _declare(
     source: BentoSource,
     what: str,
     declared: dict[str, str],
-) -> Any:
+) -> Deployment:
     """``serve.deployment(cls, ...)`` with the Bento's environment and Ray's own checks."""
     options = dict(options)
     name = options.pop("name", default_name)
@@ -194,6 +193,6 @@ def _declare(
     actor_options["runtime_env"] = runtime_env
     options["ray_actor_options"] = actor_options
     try:
-        return serve.deployment(cls, name=name, **options)
+        return serve.deployment(name=name, **options)(cls)
     except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
         raise InvalidDeploymentConfig(f"Ray rejects the options of {what}: {exc}") from exc

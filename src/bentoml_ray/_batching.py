@@ -67,8 +67,10 @@ class BatchingPlan:
         if not methods:
             return None
         return max(
-            {**_BATCH_DEFAULTS, **options}["max_batch_size"]
-            * {**_BATCH_DEFAULTS, **options}["max_concurrent_batches"]
+            int(
+                {**_BATCH_DEFAULTS, **options}["max_batch_size"]
+                * {**_BATCH_DEFAULTS, **options}["max_concurrent_batches"]
+            )
             for options in methods.values()
         )
 
@@ -187,5 +189,5 @@ def split_result(result: Any, offsets: list[int], batch_dim: int) -> list[Any]:
     """Cut a merged result back into one result per caller."""
     if isinstance(result, tuple):
         parts = [split_result(item, offsets, batch_dim) for item in result]
-        return [tuple(row) for row in zip(*parts)]
+        return [tuple(row) for row in zip(*parts, strict=True)]
     return list(AutoContainer.batch_to_batches(result, offsets, batch_dim))

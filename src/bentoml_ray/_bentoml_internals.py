@@ -10,8 +10,10 @@ fails loudly on it before a user does.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import bentoml
+import numpy as np
 
 try:
     from bentoml._internal.context import ServiceContext
@@ -36,7 +38,9 @@ except ImportError as exc:  # pragma: no cover - exercised only by a BentoML tha
 INDEX_HTML: str = _bentoml_http_app.DEFAULT_INDEX_HTML
 
 #: Swagger UI's scripts and styles, shipped inside BentoML.
-STATIC_CONTENT_DIR: str = os.path.join(os.path.dirname(_bentoml_http_app.__file__), "static_content")
+STATIC_CONTENT_DIR: str = os.path.join(
+    os.path.dirname(_bentoml_http_app.__file__), "static_content"
+)
 
 
 def bentoml_home() -> str:
@@ -46,9 +50,10 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
-def numpy_dtype(descriptor: object) -> object | None:
+def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
-    return getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
+    dtype = getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
+    return None if dtype is None else np.dtype(dtype)
 
 
 __all__ = [

@@ -17,7 +17,6 @@ import bentoml
 
 def install(deployment: Callable[..., Any]) -> None:
     module = types.ModuleType("bentoml.ray", "Ray Serve integration, provided by bentoml-ray.")
-    module.deployment = deployment  # type: ignore[attr-defined]
-    module.__all__ = ["deployment"]
+    vars(module).update(deployment=deployment, __all__=["deployment"])
     sys.modules["bentoml.ray"] = module
     bentoml.ray = module  # type: ignore[attr-defined]

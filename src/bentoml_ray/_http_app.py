@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import prometheus_client
+from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -26,8 +28,6 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from bentoml.exceptions import BentoMLException
 
 from ._bentoml_internals import (
     INDEX_HTML,
@@ -40,6 +40,8 @@ from ._bentoml_internals import (
 )
 
 logger = logging.getLogger("bentoml_ray")
+
+METRICS_MEDIA_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 #: BentoML's internal media types carry pickles; they must never come from the public network.
 INTERNAL_MEDIA_TYPE_PREFIX = "application/vnd.bentoml"
@@ -193,12 +195,18 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     async def readyz(_: Request) -> Response:
         return PlainTextResponse("\n", status_code=200 if ready else 503)
 
+    async def metrics(_: Request) -> Response:
+        # This replica's own Prometheus registry: the service's custom metrics and process
+        # figures. Ray Serve's request metrics are at Ray's metrics export port instead.
+        return Response(prometheus_client.generate_latest(), media_type=METRICS_MEDIA_TYPE)
+
     routes: list[BaseRoute] = [
         Route("/", index, name="home"),
         Route("/docs.json", docs, name="docs"),
         Route("/livez", livez, name="livez"),
         Route("/healthz", livez, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
+        Route("/metrics", metrics, name="metrics"),
         Mount("/static_content", StaticFiles(directory=STATIC_CONTENT_DIR), name="static_content"),
     ]
     for api in svc.apis.values():

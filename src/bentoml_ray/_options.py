@@ -84,7 +84,7 @@ def check_deployment_options(
 
 
 def check_route_prefix(value: object) -> str:
-    """Normalise the API server's ``route_prefix``: ``"/"`` or ``"/a/b"`` without a trailing ``/``."""
+    """Normalise ``route_prefix`` to ``"/"`` or ``"/a/b"`` (no trailing ``/``)."""
     if value is None:
         return "/"
     if not isinstance(value, str) or not value.startswith("/"):

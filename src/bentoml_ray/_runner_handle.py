@@ -9,15 +9,23 @@ its object store, no HTTP and no BentoML payload encoding inside the cluster.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec
+
+    P = ParamSpec("P")
+else:
+    P = TypeVar("P")
+R = TypeVar("R")
+
 
 class RayRunnerHandle(RunnerHandle):
-    def __init__(self, runner: Runner, handle: DeploymentHandle) -> None:
+    def __init__(self, runner: Runner, handle: DeploymentHandle[Any]) -> None:
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
 
@@ -25,17 +33,20 @@ class RayRunnerHandle(RunnerHandle):
         # Ray Serve only routes to replicas whose constructor finished, so a handle is ready.
         return True
 
-    def run_method(self, method: RunnerMethod[Any, Any, Any], *args: Any, **kwargs: Any) -> Any:
+    def run_method(
+        self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         # Called from the thread a sync API function runs in; ``result()`` blocks that thread only.
-        return self._handle.call.remote(method.name, args, kwargs).result()
+        return cast(R, self._handle.call.remote(method.name, args, kwargs).result())
 
     async def async_run_method(
-        self, method: RunnerMethod[Any, Any, Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        return await self._handle.call.remote(method.name, args, kwargs)
+        self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        return cast(R, await self._handle.call.remote(method.name, args, kwargs))
 
     async def async_stream_method(  # type: ignore[override]
-        self, method: RunnerMethod[Any, Any, Any], *args: Any, **kwargs: Any
-    ) -> AsyncGenerator[Any, None]:
-        async for chunk in self._stream_handle.stream.remote(method.name, args, kwargs):
+        self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncGenerator[R, None]:
+        chunks = self._stream_handle.stream.remote(method.name, args, kwargs)
+        async for chunk in cast(DeploymentResponseGenerator[R], chunks):
             yield chunk
