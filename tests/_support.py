@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import pathlib
 import socket
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "tests" / "fixtures"
+BIN = pathlib.Path(sys.executable).parent
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -39,13 +41,26 @@ def load_module(path: pathlib.Path, name: str | None = None) -> ModuleType:
 
 
 def train_iris() -> None:
-    load_module(EXAMPLES / "iris_classifier" / "train.py", "iris_train").train()
+    subprocess.run(
+        [sys.executable, "train.py"], cwd=EXAMPLES / "iris_classifier", check=True, timeout=300
+    )
 
 
 def build_bento(build_ctx: pathlib.Path) -> str:
-    import bentoml
+    """``bentoml build`` in its own process, as a user would, and return the new tag.
 
-    return str(bentoml.bentos.build_bentofile(build_ctx=str(build_ctx)).tag)
+    In-process builds would share Python's module cache: two Bentos whose services both
+    live in ``service.py`` would get the first one's service.
+    """
+    done = subprocess.run(
+        [str(BIN / "bentoml"), "build", "--output", "tag"],
+        cwd=build_ctx,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
 @contextlib.contextmanager

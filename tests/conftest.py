@@ -53,7 +53,7 @@ def serve_url() -> Iterator[str]:
     from ray import serve
 
     # Logical CPUs beyond the real two, so that several replicas can be scheduled.
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -21,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import EXAMPLES, deployed, free_port, load_module
+from _support import BIN, EXAMPLES, deployed, free_port, load_module
 
 import bentoml_ray
 
 IRIS = EXAMPLES / "iris_classifier"
-BIN = pathlib.Path(sys.executable).parent
+
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]
 
 
