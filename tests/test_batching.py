@@ -1,8 +1,9 @@
-"""Ray Serve batching of runner methods, observed through a probe runnable."""
+"""Ray Serve batching and streaming of runner methods, observed through a probe runnable."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,3 +104,17 @@ def test_merge_and_split_keyword_frames_and_tuple_results() -> None:
 def test_calls_of_different_shapes_are_not_merged() -> None:
     assert merge_calls([((np.ones(1),), {}), ((np.ones(1), np.ones(1)), {})], 0) is None
     assert merge_calls([((), {}), ((), {})], 0) is None
+
+
+def test_a_streaming_runner_method_streams_chunk_by_chunk(batched_url: str) -> None:
+    started = time.monotonic()
+    arrivals: list[tuple[float, str]] = []
+    with httpx.stream("POST", f"{batched_url}/countdown", json={"n": 4}, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        for chunk in response.iter_text():
+            arrivals.append((time.monotonic() - started, chunk))
+    assert "".join(chunk for _, chunk in arrivals) == "4\n3\n2\n1\n"
+    first, last = arrivals[0][0], arrivals[-1][0]
+    # The generator sleeps 0.4 s between chunks: the first must arrive long before the end.
+    assert last - first >= 0.9, arrivals
