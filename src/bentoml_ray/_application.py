@@ -36,6 +36,10 @@ from ._runner_deployment import RunnerDeployment
 #: Ray's default (5) would make the API server, which mostly awaits runners, queue at the
 #: proxy under any real load; BentoML's own API server sets no limit at all.
 API_SERVER_MAX_ONGOING_REQUESTS = 100
+#: A runner replica queues calls to its model itself (one at a time per replica, as in
+#: BentoML), so Ray's default of 5 only adds router backoff: at 32 connections it halved
+#: the iris example's requests/s. Batching may need more to fill its batches.
+RUNNER_MAX_ONGOING_REQUESTS = 100
 
 
 def api_server_deployment_name(service: str) -> str:
@@ -143,9 +147,10 @@ def build_application(
     for runner in svc.runners:
         what = f"runner {runner.name!r}"
         options = check_deployment_options(runner_options.get(runner.name), what=what)
-        calls_to_fill = plan.calls_to_fill(runner.name)
-        if calls_to_fill is not None:
-            options.setdefault("max_ongoing_requests", calls_to_fill)
+        options.setdefault(
+            "max_ongoing_requests",
+            max(RUNNER_MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
+        )
         runner_deployment = _declare(
             RunnerDeployment,
             runner_deployment_name(svc.name, runner.name),
