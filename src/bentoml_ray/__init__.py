@@ -11,8 +11,10 @@ Importing this package also makes ``bentoml.ray.deployment`` resolve to
 from __future__ import annotations
 
 from . import _bentoml_ray_alias
-from ._application import api_server_deployment_name, deployment, runner_deployment_name
+from ._application import deployment
 from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
+from ._runner_application import api_server_deployment_name, runner_deployment_name
+from ._service_application import service_deployment_name
 
 __version__ = "0.1.0"
 
@@ -25,4 +27,5 @@ __all__ = [
     "api_server_deployment_name",
     "deployment",
     "runner_deployment_name",
+    "service_deployment_name",
 ]

@@ -1,11 +1,12 @@
-"""Ray Serve batching for BentoML runner methods: which methods, with what settings, and how.
+"""Ray Serve batching for BentoML: which methods, with what settings, and how.
 
-A ``BatchingPlan`` is decided once, in the driver, from the Bento's runners and the user's
-``enable_batching`` / ``batching_config``; each runner deployment receives only its own
-part. Inside a runner replica, ``serve.batch`` gathers concurrent calls; ``merge_calls``
-concatenates them along the method's input ``batch_dim`` with BentoML's own containers
-(numpy, pandas, lists, ...) and ``split_result`` cuts the output back along the output
-``batch_dim``, so the model sees one call and each caller gets its own rows.
+A ``BatchingPlan`` is decided once, in the driver, from the Bento's batchable methods (a
+runner's methods, or a 1.2+ service's APIs) and the user's ``enable_batching`` /
+``batching_config``; each deployment receives only its own part. Inside a replica,
+``serve.batch`` gathers concurrent calls; ``merge_calls`` concatenates them along the
+method's input ``batch_dim`` with BentoML's own containers (numpy, pandas, lists, ...) and
+``split_result`` cuts the output back along the output ``batch_dim``, so the model sees one
+call and each caller gets its own rows.
 
 Ray counts a batch in calls, not rows (``max_batch_size=8`` is at most 8 requests, however
 many rows each carries); a ``batch_size_fn`` in ``batching_config`` changes that.
@@ -41,29 +42,32 @@ Call = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class RunnerMethodInfo:
-    """What batching needs to know of one runner method."""
+class MethodInfo:
+    """What batching needs to know of one runner method or service API."""
 
     batchable: bool
     batch_dim: tuple[int, int] = (0, 0)
+    #: ``serve.batch`` options the Bento itself implies (a 1.2+ API's ``max_batch_size``);
+    #: ``batching_config`` overrides them.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BatchingPlan:
-    """``serve.batch`` keyword arguments per runner, then per batched method."""
+    """``serve.batch`` keyword arguments per owner (runner or service), then per method."""
 
-    runners: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    by_owner: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
-    def for_runner(self, runner: str) -> dict[str, dict[str, Any]]:
-        return {method: dict(opts) for method, opts in self.runners.get(runner, {}).items()}
+    def options_for(self, owner: str) -> dict[str, dict[str, Any]]:
+        return {method: dict(opts) for method, opts in self.by_owner.get(owner, {}).items()}
 
-    def calls_to_fill(self, runner: str) -> int | None:
-        """How many concurrent calls a replica of ``runner`` must accept to fill its batches.
+    def calls_to_fill(self, owner: str) -> int | None:
+        """How many concurrent calls a replica of ``owner`` must accept to fill its batches.
 
         Ray Serve warns, and never forms a full batch, when a replica's
         ``max_ongoing_requests`` is below ``max_batch_size * max_concurrent_batches``.
         """
-        methods = self.runners.get(runner)
+        methods = self.by_owner.get(owner)
         if not methods:
             return None
         return max(
@@ -77,15 +81,22 @@ class BatchingPlan:
     @classmethod
     def build(
         cls,
-        methods: Mapping[str, Mapping[str, RunnerMethodInfo]],
+        methods: Mapping[str, Mapping[str, MethodInfo]],
         enable_batching: bool,
         batching_config: object,
+        kind: str = "runner",
     ) -> BatchingPlan:
-        """Check ``batching_config`` against the Bento's runner methods and the installed Ray.
+        """Check ``batching_config`` against the Bento's methods and the installed Ray.
 
-        ``methods`` maps runner name -> method name -> info. Raises
-        ``InvalidDeploymentConfig`` naming the culprit and what is allowed.
+        ``methods`` maps owner (a runner, or a service when ``kind`` is ``"service"``) ->
+        method name -> info. Raises ``InvalidDeploymentConfig`` naming the culprit and what
+        is allowed.
         """
+        declare_batchable = (
+            "save the model with signatures={...: {'batchable': True}}"
+            if kind == "runner"
+            else "declare it with @bentoml.api(batchable=True)"
+        )
         if not isinstance(enable_batching, bool):
             raise InvalidDeploymentConfig(
                 f"enable_batching must be True or False, not {enable_batching!r}."
@@ -99,8 +110,9 @@ class BatchingPlan:
         for runner, per_method in config.items():
             if runner not in methods:
                 raise InvalidDeploymentConfig(
-                    f"batching_config names runner {runner!r}, which this Bento does not have."
-                    f"{did_you_mean(runner, methods)} Runners: {', '.join(sorted(methods))}."
+                    f"batching_config names {kind} {runner!r}, which this Bento does not have."
+                    f"{did_you_mean(runner, methods)} "
+                    f"{kind.capitalize()}s: {', '.join(sorted(methods))}."
                 )
             batchable = sorted(m for m, info in methods[runner].items() if info.batchable)
             for method, options in check_mapping(
@@ -108,14 +120,14 @@ class BatchingPlan:
             ).items():
                 if method not in methods[runner]:
                     raise InvalidDeploymentConfig(
-                        f"batching_config[{runner!r}] names method {method!r}, which runner "
+                        f"batching_config[{runner!r}] names method {method!r}, which {kind} "
                         f"{runner!r} does not have.{did_you_mean(method, methods[runner])} "
                         f"Its batchable methods: {', '.join(batchable) or 'none'}."
                     )
                 if not methods[runner][method].batchable:
                     raise InvalidDeploymentConfig(
                         f"batching_config[{runner!r}][{method!r}]: the method is not batchable "
-                        "(save the model with signatures={...: {'batchable': True}}). "
+                        f"({declare_batchable}). "
                         f"Batchable methods of {runner!r}: {', '.join(batchable) or 'none'}."
                     )
                 _check_batch_options(options, f"batching_config[{runner!r}][{method!r}]")
@@ -124,7 +136,7 @@ class BatchingPlan:
             return cls()
         plan = {
             runner: {
-                method: dict(config.get(runner, {}).get(method) or {})
+                method: {**info.defaults, **(config.get(runner, {}).get(method) or {})}
                 for method, info in per_runner.items()
                 if info.batchable
             }
@@ -159,6 +171,12 @@ def _check_batch_options(options: object, what: str) -> None:
         raise InvalidDeploymentConfig(f"Ray rejects the batching options in {what}: {exc}") from exc
 
 
+def merge_values(values: Sequence[Any], batch_dim: int) -> tuple[Any, list[int]]:
+    """Concatenate the batches of several callers; return it and where each one's rows are."""
+    merged, indices = AutoContainer.batches_to_batch(values, batch_dim)
+    return merged, list(indices)
+
+
 def merge_calls(calls: Sequence[Call], batch_dim: int) -> tuple[Call, list[int]] | None:
     """Concatenate calls of the same shape into one; None when their shapes differ.
 
@@ -171,10 +189,10 @@ def merge_calls(calls: Sequence[Call], batch_dim: int) -> tuple[Call, list[int]]
 
     def merge(values: list[Any]) -> Any:
         nonlocal offsets
-        merged, indices = AutoContainer.batches_to_batch(values, batch_dim)
+        merged, indices = merge_values(values, batch_dim)
         if offsets is None:
-            offsets = list(indices)
-        elif list(indices) != offsets:
+            offsets = indices
+        elif indices != offsets:
             raise ValueError("All batchable arguments of a call must have the same batch size.")
         return merged
 

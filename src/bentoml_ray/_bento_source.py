@@ -9,19 +9,25 @@ re-imported from its module in each replica, as ``bentoml serve`` does in develo
 
 from __future__ import annotations
 
+import inspect
+import pathlib
 from dataclasses import dataclass
 from typing import Any
 
 import bentoml
 from bentoml.exceptions import NotFound
 
-from ._bentoml_internals import LegacyService, bentoml_home
+from ._bentoml_internals import LegacyService, NewService, bentoml_home
 from ._errors import BentoNotFound, InvalidDeploymentConfig
 
 
 @dataclass(frozen=True)
 class BentoSource:
-    """A picklable recipe for loading the service inside a Ray replica."""
+    """A picklable recipe for loading the service inside a Ray replica.
+
+    For a 1.2+ Bento, every deployment loads the root service and picks its own service
+    from the dependency graph by name, as ``bentoml serve``'s workers do.
+    """
 
     #: A Bento directory, or a service import string (``module:attribute``).
     identifier: str
@@ -53,7 +59,7 @@ def resolve_target(target: object) -> tuple[BentoSource, Any]:
     The service is loaded here too, so that runner names, methods and APIs can be checked
     before anything deploys.
     """
-    if isinstance(target, LegacyService):
+    if isinstance(target, LegacyService | NewService):
         return _source_of_service(target), target
     if isinstance(target, str | bentoml.Tag):
         bento = _get_bento(target)
@@ -61,8 +67,9 @@ def resolve_target(target: object) -> tuple[BentoSource, Any]:
         bento = target
     else:
         raise InvalidDeploymentConfig(
-            "deployment() takes a Bento tag (str or bentoml.Tag), a bentoml.Bento, or a "
-            f"loaded bentoml.legacy.Service, not {type(target).__name__}."
+            "deployment() takes a Bento tag (str or bentoml.Tag), a bentoml.Bento, a "
+            "@bentoml.service class, or a loaded bentoml.legacy.Service, not "
+            f"{type(target).__name__}."
         )
     source = BentoSource(
         identifier=str(bento.path),
@@ -91,9 +98,21 @@ def _source_of_service(svc: Any) -> BentoSource:
     if svc.bento is not None:
         return BentoSource(str(svc.bento.path), None, home, str(svc.bento.tag))
     try:
-        import_str, working_dir = svc.get_service_import_origin()
+        if isinstance(svc, NewService):
+            import_str, working_dir = svc.import_string, _module_root(svc.inner)
+        else:
+            import_str, working_dir = svc.get_service_import_origin()
     except Exception as exc:
         raise InvalidDeploymentConfig(
             f"Service {svc.name!r} cannot be re-imported inside Ray replicas: {exc}"
         ) from exc
     return BentoSource(import_str, working_dir, home, import_str)
+
+
+def _module_root(cls: type) -> str:
+    """The folder from which ``cls``'s module imports under its own name."""
+    module = inspect.getmodule(cls)
+    if module is None or not getattr(module, "__file__", None):
+        raise ValueError(f"{cls.__qualname__} is not defined in a module file")
+    depth = module.__name__.count(".") + (module.__file__ or "").endswith("__init__.py")
+    return str(pathlib.Path(module.__file__ or "").resolve().parents[depth])

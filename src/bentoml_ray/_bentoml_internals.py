@@ -1,10 +1,11 @@
 """Every BentoML internal that bentoml-ray relies on, in one place.
 
-BentoML has no public hook for swapping a runner's transport, merging runner batches or
-serving a legacy service's IO descriptors outside its own server, so these few names come
-from ``bentoml._internal``. Keeping them here means a BentoML release that moves one breaks
-exactly one import, with a message that says so, and ``tests/test_bentoml_internals.py``
-fails loudly on it before a user does.
+BentoML has no public hook for swapping a runner's transport, merging runner batches,
+serving a legacy service's IO descriptors outside its own server, hosting a 1.2+ service's
+HTTP app, or pointing a ``bentoml.depends`` at something other than HTTP, so these few
+names come from ``bentoml._internal``, ``_bentoml_sdk`` and ``_bentoml_impl``. Keeping
+them here means a BentoML release that moves one breaks exactly one import, with a message
+that says so, and ``tests/test_bentoml_internals.py`` fails loudly on it before a user does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import bentoml
 import numpy as np
 
 try:
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk import Service as NewService
+    from _bentoml_sdk.method import APIMethod
+    from _bentoml_sdk.service.dependency import Dependency
     from bentoml._internal.context import ServiceContext
     from bentoml._internal.io_descriptors.base import IODescriptor
     from bentoml._internal.io_descriptors.json import JSON
@@ -26,7 +31,7 @@ try:
     from bentoml._internal.server import http_app as _bentoml_http_app
     from bentoml._internal.service.inference_api import InferenceAPI
     from bentoml._internal.service.service import Service as LegacyService
-    from bentoml._internal.utils import is_async_callable
+    from bentoml._internal.utils import get_original_func, is_async_callable
 except ImportError as exc:  # pragma: no cover - exercised only by a BentoML that moved them
     raise ImportError(
         f"bentoml-ray cannot find a BentoML internal it needs ({exc}); BentoML "
@@ -50,6 +55,18 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
+def resolve_dependency(dependency: Dependency[Any], stand_in: object) -> None:
+    """Make every instance's ``bentoml.depends`` attribute return ``stand_in``.
+
+    ``Dependency`` resolves itself once, on first access, and caches the result in
+    ``_resolved``; filling that cache first is how a replica swaps BentoML's HTTP client
+    for a Ray handle without touching the user's class.
+    """
+    if not hasattr(dependency, "_resolved"):  # pragma: no cover - a BentoML that changed
+        raise ImportError("bentoml.depends() no longer caches its target in _resolved")
+    dependency._resolved = stand_in
+
+
 def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
     dtype = getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
@@ -60,16 +77,22 @@ __all__ = [
     "INDEX_HTML",
     "JSON",
     "STATIC_CONTENT_DIR",
+    "APIMethod",
     "AutoContainer",
+    "Dependency",
     "IODescriptor",
     "InferenceAPI",
     "LegacyService",
+    "NewService",
     "NumpyNdarray",
     "Runner",
     "RunnerHandle",
     "RunnerMethod",
+    "ServiceAppFactory",
     "ServiceContext",
     "bentoml_home",
+    "get_original_func",
     "is_async_callable",
     "numpy_dtype",
+    "resolve_dependency",
 ]

@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._bentoml_internals import (
     INDEX_HTML,
@@ -38,13 +37,11 @@ from ._bentoml_internals import (
     is_async_callable,
     numpy_dtype,
 )
+from ._public_ingress import RefuseInternalMediaTypes
 
 logger = logging.getLogger("bentoml_ray")
 
 METRICS_MEDIA_TYPE = prometheus_client.CONTENT_TYPE_LATEST
-
-#: BentoML's internal media types carry pickles; they must never come from the public network.
-INTERNAL_MEDIA_TYPE_PREFIX = "application/vnd.bentoml"
 
 _ERROR_PREFIX = "BentoService error handling API request: "
 _USER_CODE_ERROR = (
@@ -64,28 +61,6 @@ class ClientError(Exception):
 def error_response(status_code: int, message: str) -> JSONResponse:
     """A 4xx in the shape ``bentoml serve`` uses for ``BadInput``: a JSON string."""
     return JSONResponse(_ERROR_PREFIX + message, status_code=status_code)
-
-
-class RefuseInternalMediaTypes:
-    """ASGI middleware: 415 for any request body in one of BentoML's pickle media types."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-type" and value.lower().lstrip().startswith(
-                    INTERNAL_MEDIA_TYPE_PREFIX.encode()
-                ):
-                    response = error_response(
-                        415,
-                        f"Content-Type {value.decode('latin-1')!r} is internal to BentoML "
-                        "and is not accepted from clients; send JSON or the API's own type.",
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
 
 
 def _expects_json(api: InferenceAPI[Any]) -> bool:
@@ -233,7 +208,7 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     if route_prefix != "/":
         routes = [Mount(route_prefix, routes=routes)]
     middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
-    middleware.insert(0, Middleware(RefuseInternalMediaTypes))
+    middleware.insert(0, Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

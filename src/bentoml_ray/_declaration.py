@@ -1,0 +1,60 @@
+"""Declaring Ray Serve deployments: unique names, the Bento's environment, Ray's own checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray import serve
+from ray.serve import Deployment
+
+from ._bento_source import BentoSource
+from ._errors import InvalidDeploymentConfig
+
+
+class DeploymentDeclarer:
+    """Declares the deployments of one application, refusing two with the same name."""
+
+    def __init__(self, source: BentoSource) -> None:
+        self.source = source
+        self.declared: dict[str, str] = {}
+
+    def declare(
+        self,
+        cls: type,
+        default_name: str,
+        options: Mapping[str, Any],
+        what: str,
+        env_vars: Mapping[str, str] | None = None,
+    ) -> Deployment:
+        """``serve.deployment(cls, ...)`` with the Bento's environment merged in.
+
+        ``env_vars`` (derived from the Bento) go under the user's own ``runtime_env``
+        ``env_vars``: the user's values win.
+        """
+        options = dict(options)
+        name = options.pop("name", default_name)
+        if not isinstance(name, str) or not name:
+            raise InvalidDeploymentConfig(
+                f"name of {what} must be a non-empty string, not {name!r}."
+            )
+        if name in self.declared:
+            raise InvalidDeploymentConfig(
+                f"{what} and {self.declared[name]} would both be named {name!r}; "
+                "names must be unique."
+            )
+        self.declared[name] = what
+
+        actor_options = dict(options.get("ray_actor_options") or {})
+        runtime_env = dict(actor_options.get("runtime_env") or {})
+        runtime_env["env_vars"] = {
+            **self.source.env_vars,
+            **(env_vars or {}),
+            **(runtime_env.get("env_vars") or {}),
+        }
+        actor_options["runtime_env"] = runtime_env
+        options["ray_actor_options"] = actor_options
+        try:
+            return serve.deployment(name=name, **options)(cls)
+        except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
+            raise InvalidDeploymentConfig(f"Ray rejects the options of {what}: {exc}") from exc

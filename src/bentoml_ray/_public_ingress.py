@@ -1,0 +1,62 @@
+"""What every public HTTP app gets in front of it: no pickle from clients, and a path prefix.
+
+BentoML's services talk to each other in ``application/vnd.bentoml+pickle``; accepting it
+from the network would let any client run code in the replica. On Ray, services talk over
+handles, so the public ingress refuses every ``application/vnd.bentoml*`` body outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+#: BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends).
+INTERNAL_MEDIA_TYPE_PREFIX = b"application/vnd.bentoml"
+
+#: Builds the JSON body of an error answer from its message, in the service's own style.
+ErrorBody = Callable[[str], Any]
+
+
+class RefuseInternalMediaTypes:
+    """ASGI middleware: 415 for any request body in one of BentoML's internal media types."""
+
+    def __init__(self, app: ASGIApp, error_body: ErrorBody) -> None:
+        self.app = app
+        self.error_body = error_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-type" and value.lower().lstrip().startswith(
+                    INTERNAL_MEDIA_TYPE_PREFIX
+                ):
+                    message = (
+                        f"Content-Type {value.decode('latin-1')!r} is internal to BentoML "
+                        "and is not accepted from clients; send JSON or the API's own type."
+                    )
+                    await JSONResponse(self.error_body(message), 415)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> ASGIApp:
+    """``app`` behind the media-type guard, served under ``route_prefix``.
+
+    ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
+    applied here, inside the app; the mounted app's lifespan still runs.
+    """
+    if route_prefix != "/":
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            async with app.router.lifespan_context(app):
+                yield
+
+        app = Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)
+    return RefuseInternalMediaTypes(app, error_body)

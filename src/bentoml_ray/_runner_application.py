@@ -1,0 +1,114 @@
+"""A runner-based ("legacy") Bento as a Ray Serve application.
+
+Layout, for a service ``S`` with runners ``r1``, ``r2``::
+
+    S                  APIServerDeployment   ingress: HTTP, IO descriptors, API functions
+    S.runner.r1        RunnerDeployment      runner r1's model, serve.batch if planned
+    S.runner.r2        RunnerDeployment
+
+The API server receives one ``DeploymentHandle`` per runner; a runner call is one handle
+call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from ._api_server import APIServerDeployment
+from ._batching import BatchingPlan, MethodInfo
+from ._bento_source import BentoSource
+from ._declaration import DeploymentDeclarer
+from ._errors import InvalidDeploymentConfig
+from ._options import (
+    API_SERVER_OPTIONS,
+    check_deployment_options,
+    check_mapping,
+    check_route_prefix,
+    did_you_mean,
+)
+from ._runner_deployment import RunnerDeployment
+
+#: Ray's default (5) would make the API server, which mostly awaits runners, queue at the
+#: proxy under any real load; BentoML's own API server sets no limit at all.
+API_SERVER_MAX_ONGOING_REQUESTS = 100
+#: A runner replica queues calls to its model itself (one at a time per replica, as in
+#: BentoML), so Ray's default of 5 only adds router backoff: at 32 connections it halved
+#: the iris example's requests/s. Batching may need more to fill its batches.
+RUNNER_MAX_ONGOING_REQUESTS = 100
+
+
+def api_server_deployment_name(service: str) -> str:
+    return service
+
+
+def runner_deployment_name(service: str, runner: str) -> str:
+    return f"{service}.runner.{runner}"
+
+
+def build_runner_application(
+    source: BentoSource,
+    svc: Any,
+    service_deployment_config: object,
+    runner_deployment_config: object,
+    enable_batching: bool,
+    batching_config: object,
+) -> Application:
+    """Check every option against the loaded service, then declare and bind the deployments."""
+    api_what = f"the API-server deployment of {svc.name!r}"
+    api_options = check_deployment_options(
+        service_deployment_config, what=api_what, extra=API_SERVER_OPTIONS
+    )
+    route_prefix = check_route_prefix(api_options.pop("route_prefix", None))
+    api_options.setdefault("max_ongoing_requests", API_SERVER_MAX_ONGOING_REQUESTS)
+
+    runner_names = [runner.name for runner in svc.runners]
+    runner_options = check_mapping(runner_deployment_config, "runner_deployment_config")
+    for name in runner_options:
+        if name not in runner_names:
+            raise InvalidDeploymentConfig(
+                f"runner_deployment_config names runner {name!r}, which {source.display_name} "
+                f"does not have.{did_you_mean(name, runner_names)} "
+                f"Runners: {', '.join(runner_names) or 'none'}."
+            )
+    plan = BatchingPlan.build(
+        {
+            runner.name: {
+                method.name: MethodInfo(
+                    batchable=method.config.batchable,
+                    batch_dim=tuple(method.config.batch_dim),
+                )
+                for method in runner.runner_methods
+            }
+            for runner in svc.runners
+        },
+        enable_batching,
+        batching_config,
+    )
+
+    declarer = DeploymentDeclarer(source)
+    handles: dict[str, Application] = {}
+    for runner in svc.runners:
+        what = f"runner {runner.name!r}"
+        options = check_deployment_options(runner_options.get(runner.name), what=what)
+        options.setdefault(
+            "max_ongoing_requests",
+            max(RUNNER_MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
+        )
+        runner_deployment = declarer.declare(
+            RunnerDeployment,
+            runner_deployment_name(svc.name, runner.name),
+            options,
+            what,
+        )
+        handles[runner.name] = runner_deployment.bind(
+            source, runner.name, plan.options_for(runner.name)
+        )
+    api_server = declarer.declare(
+        APIServerDeployment,
+        api_server_deployment_name(svc.name),
+        api_options,
+        api_what,
+    )
+    return api_server.bind(source, handles, route_prefix)

@@ -1,0 +1,112 @@
+"""Ray Serve options implied by a 1.2+ service's own ``@bentoml.service(...)`` settings.
+
+A service already says how it wants to run; on Ray that becomes the deployment's default
+options, and anything the user passes to ``deployment()`` wins:
+
+=========================  ==============================================================
+``@bentoml.service``       Ray Serve
+=========================  ==============================================================
+``resources.cpu``          ``ray_actor_options.num_cpus`` (``"500m"`` is 0.5)
+``resources.gpu``          ``ray_actor_options.num_gpus``
+``resources.memory``       ``ray_actor_options.memory`` in bytes (``"2Gi"``, ``"512Mi"``)
+``workers``                ``num_replicas`` (``"cpu_count"``: this machine's CPU count)
+``traffic.max_concurrency``  ``max_ongoing_requests``, divided among workers as BentoML does
+``traffic.timeout``        kept by BentoML's own timeout middleware in the replica, and by
+                           the callers of a dependency, as in ``bentoml serve``
+``envs``                   ``runtime_env.env_vars``
+``batchable`` APIs         ``serve.batch(max_batch_size=..., batch_wait_timeout_s=...)``
+=========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+
+from ._batching import MethodInfo
+
+#: Ray Serve's own default wait for a batch to fill; see ``batching_defaults``.
+RAY_BATCH_WAIT_S = 0.01
+#: As for the runner-based API server: Ray's default of 5 would queue at the proxy.
+DEFAULT_MAX_ONGOING_REQUESTS = 100
+
+_MEMORY_UNITS = {
+    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+}  # fmt: skip
+
+
+def deployment_defaults(service: Any) -> dict[str, Any]:
+    """``serve.deployment`` options that ``service``'s own config asks for."""
+    config = service.config or {}
+    options: dict[str, Any] = {}
+    actor_options: dict[str, Any] = {}
+    resources = config.get("resources") or {}
+    if resources.get("cpu") is not None:
+        actor_options["num_cpus"] = _cpus(resources["cpu"])
+    if resources.get("gpu") is not None:
+        actor_options["num_gpus"] = float(resources["gpu"])
+    if resources.get("memory") is not None:
+        actor_options["memory"] = _bytes(resources["memory"])
+    if actor_options:
+        options["ray_actor_options"] = actor_options
+
+    workers = config.get("workers")
+    replicas = 1
+    if workers == "cpu_count":
+        replicas = os.cpu_count() or 1
+    elif isinstance(workers, int) and workers >= 1:
+        replicas = workers
+    if workers is not None:
+        options["num_replicas"] = replicas
+
+    max_concurrency = (config.get("traffic") or {}).get("max_concurrency")
+    options["max_ongoing_requests"] = (
+        math.ceil(max_concurrency / replicas) if max_concurrency else DEFAULT_MAX_ONGOING_REQUESTS
+    )
+    return options
+
+
+def service_env_vars(service: Any) -> dict[str, str]:
+    """The ``envs`` a service declares with a value, for its replicas' runtime env."""
+    return {env.name: str(env.value) for env in service.envs if env.value is not None}
+
+
+def api_methods(service: Any) -> dict[str, MethodInfo]:
+    """What batching needs of each API, with the service's own batch settings as defaults.
+
+    ``max_latency_ms`` is BentoML's bound on a request's whole wait in its adaptive batch
+    queue; Ray's ``batch_wait_timeout_s`` is how long a batch waits to fill. Waiting the
+    whole latency budget would add it to every request at light load, so the wait is Ray's
+    default (10 ms) or the budget if smaller; under load batches fill anyway, while the
+    previous batch runs.
+    """
+    return {
+        name: MethodInfo(
+            batchable=bool(api.batchable),
+            batch_dim=tuple(api.batch_dim),
+            defaults={
+                "max_batch_size": int(api.max_batch_size),
+                "batch_wait_timeout_s": min(RAY_BATCH_WAIT_S, api.max_latency_ms / 1000),
+            }
+            if api.batchable
+            else {},
+        )
+        for name, api in service.apis.items()
+    }
+
+
+def _cpus(value: object) -> float:
+    text = str(value).strip()
+    if text.endswith("m"):
+        return float(text[:-1]) / 1000
+    return float(text)
+
+
+def _bytes(value: object) -> int:
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]i?)?b?\s*", str(value), re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"cannot read {value!r} as an amount of memory")
+    return int(float(match.group(1)) * _MEMORY_UNITS[(match.group(2) or "").lower()])

@@ -1,0 +1,204 @@
+"""The deployment that hosts one BentoML 1.2+ service: the root, or a dependency.
+
+Every service runs inside BentoML's own app for it (``ServiceAppFactory``), the one
+``bentoml serve`` runs in each worker, so ``__init__``, ``@bentoml.on_startup`` /
+``on_shutdown``, ``bentoml.Context``, pydantic IO, files, mounted ASGI apps, tasks and
+BentoML's error answers behave as they do there. Two things change:
+
+- its ``bentoml.depends(...)`` attributes are ``ServiceProxy`` objects over Ray handles,
+  filled in before the service is instantiated;
+- batchable APIs are batched by ``serve.batch`` instead of BentoML's dispatcher.
+
+The root's app is the Ray ingress (HTTP). A dependency's app is never exposed; its APIs
+are reached over handles, through ``call`` and ``stream``, which run them as its HTTP
+routes would (batching, thread pool, context), minus the HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.types import ASGIApp
+
+from ._batching import merge_values
+from ._bento_source import BentoSource
+from ._bentoml_internals import (
+    AutoContainer,
+    ServiceAppFactory,
+    get_original_func,
+    resolve_dependency,
+)
+from ._public_ingress import public_app
+from ._service_proxy import ServiceProxy
+
+#: One call of a batchable API: its batch argument, and the other keyword arguments.
+BatchCall = tuple[Any, dict[str, Any]]
+
+
+class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
+    """BentoML's app for one service, with batchable APIs batched by ``serve.batch``."""
+
+    def __init__(self, service: Any, is_main: bool, batching: dict[str, dict[str, Any]]) -> None:
+        super().__init__(service, is_main=is_main)
+        self.batched: dict[str, Callable[[BatchCall], Coroutine[Any, Any, Any]]] = {
+            name: serve.batch(**options)(self._batch_function(name))
+            for name, options in batching.items()
+        }
+
+    def _batch_function(
+        self, name: str
+    ) -> Callable[[list[BatchCall]], Coroutine[Any, Any, list[Any]]]:
+        in_dim, out_dim = self.service.apis[name].batch_dim
+
+        async def run_batch(calls: list[BatchCall]) -> list[Any]:
+            first_kwargs = calls[0][1]
+            if any(kwargs != first_kwargs for _, kwargs in calls):
+                return [await self._run_api(name, (value,), kwargs) for value, kwargs in calls]
+            batch, offsets = merge_values([value for value, _ in calls], in_dim)
+            result = await self._run_api(name, (batch,), first_kwargs)
+            return list(AutoContainer.batch_to_batches(result, offsets, out_dim))
+
+        return run_batch
+
+    async def _run_api(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        func = getattr(self._service_instance, name).local
+        if inspect.iscoroutinefunction(get_original_func(func)):
+            return await func(*args, **kwargs)
+        return await self._to_thread(func, *args, **kwargs)
+
+    async def batch_infer(
+        self, name: str, input_args: tuple[Any, ...], input_kwargs: dict[str, Any]
+    ) -> Any:
+        """One call of a batchable API, from HTTP or from a handle: batched when planned."""
+        method = self.service.apis[name]
+        kwargs = dict(input_kwargs)
+        arg_names = [key for key in kwargs if key != method.ctx_param]
+        if input_args:
+            if len(input_args) > 1 or arg_names:
+                raise TypeError("Batch inference function only accept one argument")
+            value = input_args[0]
+        else:
+            if len(arg_names) != 1:
+                raise TypeError("Batch inference function only accept one argument")
+            value = kwargs.pop(arg_names[0])
+        batched = self.batched.get(name)
+        if batched is None:  # batching turned off: the API sees each caller's batch alone
+            return await self._run_api(name, (value,), kwargs)
+        return await batched((value, kwargs))
+
+    async def call_api(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run an API for a dependent service, as its HTTP route would."""
+        method = self.service.apis[name]
+        if method.ctx_param is not None:
+            kwargs = {**kwargs, method.ctx_param: self.service.context}
+        if method.batchable:
+            return await self.batch_infer(name, args, kwargs)
+        return await self._run_api(name, args, kwargs)
+
+    async def stream_api(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        """Run a streaming (generator) API for a dependent service, chunk by chunk."""
+        method = self.service.apis[name]
+        if method.ctx_param is not None:
+            kwargs = {**kwargs, method.ctx_param: self.service.context}
+        func = getattr(self._service_instance, name).local
+        if inspect.isasyncgenfunction(get_original_func(func)):
+            async for chunk in func(*args, **kwargs):
+                yield chunk
+            return
+        generator = func(*args, **kwargs)
+        done = object()
+        while (chunk := await self._to_thread(next, generator, done)) is not done:
+            yield chunk
+
+
+class ServiceHost:
+    """One replica of one 1.2+ service: the service loaded, its dependencies on handles."""
+
+    def __init__(
+        self,
+        source: BentoSource,
+        service_name: str,
+        dependencies: dict[str, DeploymentHandle[Any]],
+        batching: dict[str, dict[str, Any]],
+        is_root: bool,
+    ) -> None:
+        root = source.load()
+        service = root if root.name == service_name else root.find_dependent_by_name(service_name)
+        for dependency in service.dependencies.values():
+            # External dependencies (url=..., deployment=...) are not in the map: BentoML's
+            # own HTTP client keeps serving them.
+            if dependency.on is not None and dependency.on.name in dependencies:
+                handle = dependencies[dependency.on.name]
+                resolve_dependency(dependency, ServiceProxy(dependency.on, handle))
+        service.inject_config()
+        self.factory = RayServiceAppFactory(service, is_main=is_root, batching=batching)
+
+    async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await self.factory.call_api(name, args, kwargs)
+
+    async def stream(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        async for chunk in self.factory.stream_api(name, args, kwargs):
+            yield chunk
+
+
+@serve.ingress()
+class RootServiceDeployment(ServiceHost):
+    """The root service: BentoML's app for it is the application's HTTP ingress.
+
+    Ray Serve builds the ASGI app after the constructor and runs its lifespan, in which
+    BentoML instantiates the service and runs its startup hooks: the replica takes traffic
+    only once that is done.
+    """
+
+    def __init__(
+        self,
+        source: BentoSource,
+        service_name: str,
+        dependencies: dict[str, DeploymentHandle[Any]],
+        batching: dict[str, dict[str, Any]],
+        route_prefix: str,
+    ) -> None:
+        super().__init__(source, service_name, dependencies, batching, is_root=True)
+        self.route_prefix = route_prefix
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        return public_app(self.factory(), self.route_prefix, error_body=_bentoml_error)
+
+
+class DependencyServiceDeployment(ServiceHost):
+    """A service that others depend on, reached only over handles.
+
+    Ray Serve allows one ASGI ingress per application, so a dependency runs its BentoML
+    app's lifespan itself: the constructor (async, which Ray Serve awaits) returns once the
+    service is instantiated and its startup hooks ran, so no call reaches it earlier.
+    """
+
+    async def __init__(  # type: ignore[misc]
+        self,
+        source: BentoSource,
+        service_name: str,
+        dependencies: dict[str, DeploymentHandle[Any]],
+        batching: dict[str, dict[str, Any]],
+    ) -> None:
+        super().__init__(source, service_name, dependencies, batching, is_root=False)
+        app = self.factory()
+        self._lifespan = contextlib.AsyncExitStack()
+        await self._lifespan.enter_async_context(app.router.lifespan_context(app))
+
+    async def __del__(self) -> None:
+        # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.
+        await self._lifespan.aclose()
+
+
+def _bentoml_error(message: str) -> Any:
+    """The body shape a 1.2+ BentoML service answers errors with."""
+    return {"error": message}

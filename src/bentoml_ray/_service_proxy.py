@@ -1,0 +1,138 @@
+"""What a ``bentoml.depends(...)`` attribute is inside a Ray replica: a Ray handle in disguise.
+
+Under ``bentoml serve`` a dependency is a ``RemoteProxy`` that calls the other service over
+HTTP. Here each API call is one ``DeploymentHandle`` call to the dependency's deployment,
+with the same calling conventions, so the user's code runs unchanged:
+
+- ``dep.api(...)``: awaitable for an ``async def`` API, blocking for a sync one; an async
+  iterator or an iterator for a streaming (generator) API;
+- ``dep.to_async.api(...)``: always awaitable (or an async iterator);
+- ``dep.to_sync.api(...)``: always blocking (or an iterator).
+
+A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
+
+from ray.exceptions import RayTaskError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+
+from ._bentoml_internals import get_original_func
+
+#: BentoML's client timeout when a service sets none.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def _unwrap(exc: RayTaskError) -> BaseException:
+    """The exception the dependency raised, rather than Ray's wrapper of it."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class _Calls:
+    """One calling convention (``async``, ``sync``, or BentoML's default) for every API."""
+
+    def __init__(self, proxy: ServiceProxy, mode: str) -> None:
+        for name, api in proxy.service.apis.items():
+            original = get_original_func(api.func)
+            streams = inspect.isgeneratorfunction(original) or inspect.isasyncgenfunction(original)
+            is_async = inspect.iscoroutinefunction(original) or inspect.isasyncgenfunction(original)
+            use_async = is_async if mode == "default" else mode == "async"
+            call: Callable[..., Any]
+            if streams:
+                call = proxy.async_stream_call(name) if use_async else proxy.stream_call(name)
+            else:
+                call = proxy.async_call(name) if use_async else proxy.sync_call(name)
+            setattr(self, name, call)
+
+
+class ServiceProxy:
+    """Stands in for a dependency service; its APIs travel over a ``DeploymentHandle``."""
+
+    def __init__(self, service: Any, handle: DeploymentHandle[Any]) -> None:
+        self.service = service
+        self._handle = handle
+        self._stream_handle = handle.options(stream=True)
+        traffic = (service.config or {}).get("traffic") or {}
+        # BentoML's client adds 1% to the service's timeout, so the service times out first.
+        self.timeout_s = float(traffic.get("timeout") or DEFAULT_TIMEOUT_S) * 1.01
+        self.to_async = _Calls(self, "async")
+        self.to_sync = _Calls(self, "sync")
+        self._default = _Calls(self, "default")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names not set in __init__: the APIs, in BentoML's default form.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return getattr(self._default, name)
+        except AttributeError:
+            raise AttributeError(
+                f"service {self.service.name!r} has no API {name!r}; "
+                f"its APIs: {', '.join(self.service.apis) or 'none'}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<ServiceProxy of {self.service.name!r} over a Ray DeploymentHandle>"
+
+    async def is_ready(self, timeout: int | None = None) -> bool:
+        # Ray Serve routes only to replicas whose startup finished.
+        return True
+
+    async def close(self) -> None:
+        return None
+
+    def _remote(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._handle.call.remote(name, args, kwargs)
+
+    def async_call(self, name: str) -> Callable[..., Any]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
+            try:
+                return await asyncio.wait_for(response, self.timeout_s)
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+
+        return call
+
+    def sync_call(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
+            try:
+                return response.result(timeout_s=self.timeout_s)
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+
+        return call
+
+    def async_stream_call(self, name: str) -> Callable[..., AsyncIterator[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            chunks = cast(
+                DeploymentResponseGenerator[Any],
+                self._stream_handle.stream.remote(name, args, kwargs),
+            )
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+
+        return call
+
+    def stream_call(self, name: str) -> Callable[..., Iterator[Any]]:
+        def call(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            chunks = cast(
+                DeploymentResponseGenerator[Any],
+                self._stream_handle.stream.remote(name, args, kwargs),
+            )
+            try:
+                yield from chunks
+            except RayTaskError as exc:
+                raise _unwrap(exc) from None
+
+        return call
