@@ -47,6 +47,18 @@ def probe_bento() -> str:
 
 
 @pytest.fixture(scope="session")
+def review_scorer_bento() -> str:
+    """The composed 1.2+ example from examples/review_scorer; returns its tag."""
+    return build_bento(EXAMPLES / "review_scorer")
+
+
+@pytest.fixture(scope="session")
+def graph_bento() -> str:
+    """The 1.2+ diamond graph from tests/fixtures/service_graph; returns its tag."""
+    return build_bento(FIXTURES / "service_graph")
+
+
+@pytest.fixture(scope="session")
 def serve_url() -> Iterator[str]:
     """Start one local Ray with Serve on a free loopback port; yield the base URL."""
     import ray
