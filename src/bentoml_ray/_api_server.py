@@ -25,6 +25,9 @@ class APIServerDeployment:
         self, source: BentoSource, runners: dict[str, DeploymentHandle[Any]], route_prefix: str
     ) -> None:
         self.svc: Any = source.load()
+        # ``bentoml serve`` runs these once, before its workers; on Ray, once per replica.
+        for hook in self.svc.deployment_hooks:
+            hook()
         self.route_prefix = route_prefix
         for runner in self.svc.runners:
             runner.init_client(RayRunnerHandle, runners[runner.name])

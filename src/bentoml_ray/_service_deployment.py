@@ -137,6 +137,12 @@ class ServiceHost:
             if dependency.on is not None and dependency.on.name in dependencies:
                 handle = dependencies[dependency.on.name]
                 resolve_dependency(dependency, ServiceProxy(dependency.on, handle))
+        # ``bentoml serve`` runs these once, before its workers start; on Ray each replica
+        # may be on another node, so each runs them before loading the service.
+        for attribute in dir(service.inner):
+            member = getattr(service.inner, attribute)
+            if callable(member) and getattr(member, "__bentoml_deployment_hook__", False):
+                member()
         service.inject_config()
         self.factory = RayServiceAppFactory(service, is_main=is_root, batching=batching)
 
