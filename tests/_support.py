@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -73,3 +75,13 @@ def deployed(app: Any, name: str, route_prefix: str = "/") -> Iterator[None]:
         yield
     finally:
         serve.delete(name)
+
+
+def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM the group a test started (``start_new_session=True``); SIGKILL if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, EXAMPLES, deployed, free_port, load_module
+from _support import BIN, EXAMPLES, deployed, free_port, load_module, stop_process_group
 
 import bentoml_ray
 
@@ -90,12 +89,7 @@ def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, 
         )
         yield client_env, f"http://127.0.0.1:{http_port}"
     finally:
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait(timeout=10)
+        stop_process_group(node, timeout=45)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import Any
 import bentoml
 import httpx
 import pytest
-from _support import BIN, EXAMPLES, deployed, free_port
+from _support import BIN, EXAMPLES, deployed, free_port, stop_process_group
 from ray import serve
 
 import bentoml_ray
@@ -64,11 +62,7 @@ def bentoml_serve_url(review_scorer_bento: str) -> Iterator[str]:
             pytest.fail("bentoml serve did not become ready in 120 s")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_group(process, timeout=30)
 
 
 def test_one_deployment_per_service(scorer_url: str) -> None:
@@ -200,6 +194,19 @@ def test_context_sets_status_and_headers(graph_url: str) -> None:
     assert answer.status_code == 201 and answer.headers["x-created"] == "x"
 
 
+def test_task_endpoints(graph_url: str) -> None:
+    submitted = httpx.post(f"{graph_url}/square/submit", json={"n": 7}, timeout=30).json()
+    task = {"task_id": submitted["task_id"]}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{graph_url}/square/status", params=task, timeout=30).json()
+        if status["status"] != "in_progress":
+            break
+        time.sleep(0.2)
+    assert status["status"] == "success", status
+    assert httpx.get(f"{graph_url}/square/get", params=task, timeout=30).json() == 49
+
+
 def test_a_failing_dependency_is_a_500_and_the_server_keeps_serving(graph_url: str) -> None:
     answer = httpx.post(f"{graph_url}/leaf_error", json={}, timeout=30)
     assert answer.status_code == 500
@@ -209,7 +216,8 @@ def test_a_failing_dependency_is_a_500_and_the_server_keeps_serving(graph_url: s
 
 def test_a_service_class_is_a_target(serve_url: str) -> None:
     # What ``from service import ReviewScorer`` gives in the example's folder.
-    scorer = bentoml.load("service:ReviewScorer", working_dir=str(EXAMPLES / "review_scorer"))
+    folder = str(EXAMPLES / "review_scorer")
+    scorer = bentoml.load("service:ReviewScorer", working_dir=folder, reload=True)
     assert scorer.bento is None
     app = bentoml_ray.deployment(scorer, enable_batching=False)
     with deployed(app, "from_class", "/from-class"):

@@ -18,6 +18,7 @@ import numpy as np
 
 try:
     from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_impl.tasks import Sqlite3Store
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.method import APIMethod
     from _bentoml_sdk.service.dependency import Dependency
@@ -67,6 +68,17 @@ def resolve_dependency(dependency: Dependency[Any], stand_in: object) -> None:
     dependency._resolved = stand_in
 
 
+def prepare_task_store() -> None:
+    """Create the SQLite result store of ``@bentoml.task`` APIs if it is not there yet.
+
+    ``bentoml serve`` creates it before its workers start; here each replica does, in the
+    node's BentoML home, so replicas of one node share their tasks' results.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    Sqlite3Store.init_db(BentoMLContainer.result_store_file.get())
+
+
 def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
     dtype = getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
@@ -94,5 +106,6 @@ __all__ = [
     "get_original_func",
     "is_async_callable",
     "numpy_dtype",
+    "prepare_task_store",
     "resolve_dependency",
 ]

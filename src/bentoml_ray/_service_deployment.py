@@ -31,6 +31,7 @@ from ._bentoml_internals import (
     AutoContainer,
     ServiceAppFactory,
     get_original_func,
+    prepare_task_store,
     resolve_dependency,
 )
 from ._public_ingress import public_app
@@ -143,6 +144,8 @@ class ServiceHost:
             member = getattr(service.inner, attribute)
             if callable(member) and getattr(member, "__bentoml_deployment_hook__", False):
                 member()
+        if service.needs_task_db():
+            prepare_task_store()
         service.inject_config()
         self.factory = RayServiceAppFactory(service, is_main=is_root, batching=batching)
 
