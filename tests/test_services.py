@@ -203,7 +203,7 @@ def test_task_endpoints(graph_url: str) -> None:
         if status["status"] != "in_progress":
             break
         time.sleep(0.2)
-    assert status["status"] == "success", status
+    assert status["status"] == "completed", status
     assert httpx.get(f"{graph_url}/square/get", params=task, timeout=30).json() == 49
 
 
