@@ -283,5 +283,5 @@ def test_options_from_the_service_and_the_user(review_scorer_bento: str) -> None
         "max_ongoing_requests": 100,
     }
     score = api_methods(root)["score"]
-    assert score.defaults == {"max_batch_size": 32, "batch_wait_timeout_s": 0.01}
+    assert score.defaults == {"max_batch_size": 32, "batch_wait_timeout_s": 0.0}
     assert not api_methods(root)["explain"].batchable

@@ -1,0 +1,114 @@
+"""Hand-written Ray Serve applications doing the same work as the benchmarked Bentos.
+
+What a Ray Serve user would write without bentoml-ray: the same model or logic, the same
+JSON decoding and validation (a 400 for a bad body), the same answers.
+
+- ``iris_single``: one deployment that loads the iris model and answers ``/classify``.
+- ``iris_two_hops``: the same split as a runner Bento, an ingress deployment and a model
+  deployment called over a ``DeploymentHandle``.
+- ``scorer``: the review scorer, an ingress and a preprocessor deployment over a handle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import bentoml
+import numpy as np
+import pydantic
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+ONGOING = 100  # as bentoml-ray's defaults, so that only the request path differs
+
+
+def _iris_input(body: bytes) -> np.ndarray | JSONResponse:
+    try:
+        rows = np.asarray(json.loads(body), dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        return JSONResponse(f"bad input: {exc}", status_code=400)
+    if rows.ndim != 2 or rows.shape[1] != 4:
+        return JSONResponse(f"expected shape (-1, 4), got {rows.shape}", status_code=400)
+    return rows
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class IrisSingle:
+    def __init__(self) -> None:
+        self.model = bentoml.sklearn.load_model("iris_clf:latest")
+
+    async def __call__(self, request: Request) -> Any:
+        rows = _iris_input(await request.body())
+        if isinstance(rows, JSONResponse):
+            return rows
+        return JSONResponse(self.model.predict(rows).tolist())
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class IrisModel:
+    def __init__(self) -> None:
+        self.model = bentoml.sklearn.load_model("iris_clf:latest")
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.model.predict(rows)  # type: ignore[no-any-return]
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class IrisIngress:
+    def __init__(self, model: DeploymentHandle[Any]) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request) -> Any:
+        rows = _iris_input(await request.body())
+        if isinstance(rows, JSONResponse):
+            return rows
+        return JSONResponse((await self.model.predict.remote(rows)).tolist())
+
+
+WEIGHTS = {
+    "great": 2.0, "good": 1.0, "love": 2.0, "fine": 0.5, "fast": 0.5,
+    "bad": -1.0, "slow": -0.5, "awful": -2.0, "broken": -2.0, "hate": -2.0,
+}  # fmt: skip
+
+
+class Reviews(pydantic.BaseModel):
+    reviews: list[str]
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class Preprocessor:
+    def normalize(self, texts: list[str]) -> list[str]:
+        return [" ".join(re.findall(r"[a-z]+", text.lower())) for text in texts]
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class Scorer:
+    def __init__(self, preprocessor: DeploymentHandle[Any]) -> None:
+        self.preprocessor = preprocessor
+
+    async def __call__(self, request: Request) -> Any:
+        try:
+            reviews = Reviews.model_validate_json(await request.body()).reviews
+        except pydantic.ValidationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        normalized = await self.preprocessor.normalize.remote(reviews)
+        return JSONResponse(
+            [sum(WEIGHTS.get(word, 0.0) for word in text.split()) for text in normalized]
+        )
+
+
+def iris_single() -> Application:
+    return IrisSingle.bind()
+
+
+def iris_two_hops() -> Application:
+    return IrisIngress.bind(IrisModel.bind())
+
+
+def scorer() -> Application:
+    return Scorer.bind(Preprocessor.bind())

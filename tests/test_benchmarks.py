@@ -1,0 +1,38 @@
+"""The benchmark harness runs end to end (a tiny run), so that it does not rot.
+
+Speed itself is never asserted here: figures come from ``benchmarks/run.py`` runs, where
+targets are compared side by side in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+from _support import ROOT
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--duration", "1",
+         "--rounds", "1", "--connections", "1", "--workloads", "iris", "--modes", "default",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    targets = {row["target"] for row in results["median"]}
+    assert targets == {
+        "bentoml serve",
+        "bentoml-ray",
+        "hand-written",
+        "hand-written, 2 deployments",
+    }
+    assert all(row["rps"] > 0 and row["errors"] == 0 for row in results["median"])
+    assert results["ratios"] and results["cold_start_s"] and results["memory_mib"]
+    assert next(tmp_path.glob("bench-*.md")).read_text().startswith("| mode |")
