@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
+from ._loop_bridge import LoopBridge
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -28,6 +29,7 @@ class RayRunnerHandle(RunnerHandle):
     def __init__(self, runner: Runner, handle: DeploymentHandle[Any]) -> None:
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
+        self._bridge = LoopBridge()  # made in the API server's constructor, on its loop
 
     async def is_ready(self, timeout: int) -> bool:
         # Ray Serve only routes to replicas whose constructor finished, so a handle is ready.
@@ -36,8 +38,8 @@ class RayRunnerHandle(RunnerHandle):
     def run_method(
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        # Called from the thread a sync API function runs in; ``result()`` blocks that thread only.
-        return cast(R, self._handle.call.remote(method.name, args, kwargs).result())
+        # Called from the thread a sync API function runs in; blocks that thread only.
+        return self._bridge.wait(lambda: self.async_run_method(method, *args, **kwargs))
 
     async def async_run_method(
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs

@@ -9,7 +9,8 @@ with the same calling conventions, so the user's code runs unchanged:
 - ``dep.to_async.api(...)``: always awaitable (or an async iterator);
 - ``dep.to_sync.api(...)``: always blocking (or an iterator).
 
-A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does.
+A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does. A proxy
+is made in the replica's constructor, on its event loop (blocking calls go through it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from ._bentoml_internals import get_original_func
+from ._loop_bridge import LoopBridge
 
 #: BentoML's client timeout when a service sets none.
 DEFAULT_TIMEOUT_S = 60.0
@@ -58,6 +60,7 @@ class ServiceProxy:
         self.service = service
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
+        self._bridge = LoopBridge()
         traffic = (service.config or {}).get("traffic") or {}
         # BentoML's client adds 1% to the service's timeout, so the service times out first.
         self.timeout_s = float(traffic.get("timeout") or DEFAULT_TIMEOUT_S) * 1.01
@@ -101,12 +104,10 @@ class ServiceProxy:
         return call
 
     def sync_call(self, name: str) -> Callable[..., Any]:
+        async_call = self.async_call(name)
+
         def call(*args: Any, **kwargs: Any) -> Any:
-            response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
-            try:
-                return response.result(timeout_s=self.timeout_s)
-            except RayTaskError as exc:
-                raise _unwrap(exc) from None
+            return self._bridge.wait(lambda: async_call(*args, **kwargs))
 
         return call
 
@@ -125,14 +126,9 @@ class ServiceProxy:
         return call
 
     def stream_call(self, name: str) -> Callable[..., Iterator[Any]]:
+        async_stream_call = self.async_stream_call(name)
+
         def call(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            chunks = cast(
-                DeploymentResponseGenerator[Any],
-                self._stream_handle.stream.remote(name, args, kwargs),
-            )
-            try:
-                yield from chunks
-            except RayTaskError as exc:
-                raise _unwrap(exc) from None
+            return self._bridge.iterate(async_stream_call(*args, **kwargs))
 
         return call
