@@ -16,25 +16,10 @@ import pathlib
 import signal
 import sys
 import time
-import urllib.request
 import warnings
 from typing import Any
 
 warnings.simplefilter("ignore")
-
-
-def first_ok(url: str, body: bytes, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} gave no 200 within {timeout} s")
 
 
 def build(factory: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -49,6 +34,7 @@ def main() -> None:
 
     import ray
     from ray import serve
+    from run import wait_ok
 
     ray.init(
         address="local", num_cpus=spec["num_cpus"], include_dashboard=False, log_to_driver=False
@@ -59,7 +45,7 @@ def main() -> None:
         started = time.monotonic()
         serve.run(build(app["factory"], app["args"], app["kwargs"]), name=app["name"],
                   route_prefix=app["route_prefix"])  # fmt: skip
-        first_ok(app["probe_url"], app["probe_body"].encode())
+        wait_ok(app["probe_url"], app["probe_body"])
         cold_start[app["name"]] = time.monotonic() - started
 
     pathlib.Path(f"{spec_path}.ready").write_text(json.dumps(cold_start))

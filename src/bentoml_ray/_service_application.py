@@ -88,7 +88,7 @@ def build_service_application(
         handles = {
             dep.on.name: bind(dep.on.name)
             for dep in service.dependencies.values()
-            if dep.on is not None and dep.on.name in services
+            if dep.on is not None and not (dep.url or dep.deployment)  # external: HTTP
         }
         is_root = name == root.name
         what = root_what if is_root else f"service {name!r}"

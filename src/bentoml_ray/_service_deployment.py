@@ -133,9 +133,9 @@ class ServiceHost:
         root = source.load()
         service = root if root.name == service_name else root.find_dependent_by_name(service_name)
         for dependency in service.dependencies.values():
-            # External dependencies (url=..., deployment=...) are not in the map: BentoML's
-            # own HTTP client keeps serving them.
-            if dependency.on is not None and dependency.on.name in dependencies:
+            # External dependencies (url=..., deployment=...) keep BentoML's HTTP client.
+            external = dependency.url or dependency.deployment
+            if dependency.on is not None and not external and dependency.on.name in dependencies:
                 handle = dependencies[dependency.on.name]
                 resolve_dependency(dependency, ServiceProxy(dependency.on, handle))
         # ``bentoml serve`` runs these once, before its workers start; on Ray each replica
@@ -205,7 +205,10 @@ class DependencyServiceDeployment(ServiceHost):
 
     async def __del__(self) -> None:
         # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.
-        await self._lifespan.aclose()
+        # (No stack if the constructor failed before entering the lifespan.)
+        lifespan = getattr(self, "_lifespan", None)
+        if lifespan is not None:
+            await lifespan.aclose()
 
 
 def _bentoml_error(message: str) -> Any:
