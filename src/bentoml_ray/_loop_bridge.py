@@ -35,14 +35,17 @@ class LoopBridge:
         if running is self.loop:
             raise RuntimeError(DEADLOCK)
 
-    def wait(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
-        """Run ``call()`` on the replica's loop and block this thread until it is done."""
+    def wait(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call()`` on the replica's loop and block this thread until it is done.
+
+        Timeouts belong to ``call`` itself (a dependency's ``traffic.timeout``).
+        """
         self._check_not_on_loop()
 
         async def run() -> T:
             return await call()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout_s)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
 
     def iterate(self, chunks: AsyncIterator[T]) -> Iterator[T]:
         """Iterate an async iterator from this thread, each step on the replica's loop."""
