@@ -3,16 +3,15 @@
 Each replica loads the service once, at start, and instantiates the runner's runnable
 locally (its model is loaded then, not per request). Calls arrive from the API server over
 a ``DeploymentHandle`` as ``call(method, args, kwargs)``; methods that the
-``BatchingPlan`` names go through ``serve.batch`` first.
+``BatchingPlan`` names go through ``serve.batch`` first (behind a ``BatchGate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from ray import serve
-
+from ._batch_gate import gated_batch
 from ._batching import Call, merge_calls, split_result
 from ._bento_source import BentoSource
 
@@ -24,8 +23,8 @@ class RunnerDeployment:
         svc = source.load()
         self.runner = next(r for r in svc.runners if r.name == runner_name)
         self.runner.init_local(quiet=True)
-        self.batched: dict[str, Callable[[Call], Coroutine[Any, Any, Any]]] = {
-            name: serve.batch(**options)(self._batch_function(name))
+        self.batched: dict[str, Callable[[Call], Awaitable[Any]]] = {
+            name: gated_batch(options, self._batch_function(name))
             for name, options in batching.items()
         }
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
+from ._batch_gate import gated_batch
 from ._batching import merge_values
 from ._bento_source import BentoSource
 from ._bentoml_internals import (
@@ -46,8 +47,8 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
 
     def __init__(self, service: Any, is_main: bool, batching: dict[str, dict[str, Any]]) -> None:
         super().__init__(service, is_main=is_main)
-        self.batched: dict[str, Callable[[BatchCall], Coroutine[Any, Any, Any]]] = {
-            name: serve.batch(**options)(self._batch_function(name))
+        self.batched: dict[str, Callable[[BatchCall], Awaitable[Any]]] = {
+            name: gated_batch(options, self._batch_function(name))
             for name, options in batching.items()
         }
 
