@@ -56,6 +56,18 @@ def bentoml_home() -> str:
     return str(BentoMLContainer.bentoml_home.get())
 
 
+def api_server_timeout() -> float | None:
+    """``api_server.traffic.timeout`` from BentoML's configuration (60 s by default).
+
+    ``bentoml serve`` bounds each request of a runner-based service by it; it is set with
+    ``BENTOML_CONFIG`` or ``BENTOML_CONFIG_OPTIONS`` in the API server's environment.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    timeout = BentoMLContainer.api_server_config.traffic.timeout.get()
+    return None if timeout is None else float(timeout)
+
+
 def resolve_dependency(dependency: Dependency[Any], stand_in: object) -> None:
     """Make every instance's ``bentoml.depends`` attribute return ``stand_in``.
 
@@ -102,6 +114,7 @@ __all__ = [
     "RunnerMethod",
     "ServiceAppFactory",
     "ServiceContext",
+    "api_server_timeout",
     "bentoml_home",
     "get_original_func",
     "is_async_callable",

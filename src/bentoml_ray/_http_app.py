@@ -34,10 +34,13 @@ from ._bentoml_internals import (
     STATIC_CONTENT_DIR,
     InferenceAPI,
     NumpyNdarray,
+    api_server_timeout,
     is_async_callable,
     numpy_dtype,
 )
+from ._body_limit import LimitRequestBody, max_body_size
 from ._public_ingress import RefuseInternalMediaTypes
+from ._request_timeout import RequestTimeout
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -208,7 +211,13 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     if route_prefix != "/":
         routes = [Mount(route_prefix, routes=routes)]
     middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
-    middleware.insert(0, Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__))
+    # Outermost first: refuse pickles and oversized bodies before anything reads them, then
+    # bound the request by BentoML's API-server timeout, as ``bentoml serve`` does.
+    middleware[:0] = [
+        Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__),
+        Middleware(LimitRequestBody, error_body=_ERROR_PREFIX.__add__, limit=max_body_size()),
+        Middleware(RequestTimeout, timeout=api_server_timeout()),
+    ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

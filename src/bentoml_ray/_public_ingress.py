@@ -1,4 +1,5 @@
-"""What every public HTTP app gets in front of it: no pickle from clients, and a path prefix.
+"""What every public HTTP app gets in front of it: no pickle from clients, a cap on body
+size (see ``_body_limit``), and a path prefix.
 
 BentoML's services talk to each other in ``application/vnd.bentoml+pickle``; accepting it
 from the network would let any client run code in the replica. On Ray, services talk over
@@ -15,6 +16,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._body_limit import LimitRequestBody, max_body_size
+from ._replica_metrics import ServeReplicaMetrics
 
 #: BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends).
 INTERNAL_MEDIA_TYPE_PREFIX = b"application/vnd.bentoml"
@@ -46,7 +50,7 @@ class RefuseInternalMediaTypes:
 
 
 def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> ASGIApp:
-    """``app`` behind the media-type guard, served under ``route_prefix``.
+    """``app`` behind the media-type guard and the body cap, served under ``route_prefix``.
 
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.
@@ -59,4 +63,7 @@ def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> ASGI
                 yield
 
         app = Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)
-    return RefuseInternalMediaTypes(app, error_body)
+    served: ASGIApp = ServeReplicaMetrics(app, route_prefix.rstrip("/") + "/metrics")
+    return RefuseInternalMediaTypes(
+        LimitRequestBody(served, error_body, max_body_size()), error_body
+    )
