@@ -16,6 +16,10 @@ from typing import Any
 from ray import serve
 
 from ._errors import InvalidDeploymentConfig
+from ._replica_retry import DEFAULT_MAX_RETRIES
+
+#: Upper bound of ``max_retries``: a retry storm is worse than a failed call.
+MAX_RETRIES_LIMIT = 10
 
 #: Every keyword that the installed Ray's ``serve.deployment`` takes.
 RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
@@ -24,6 +28,9 @@ RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
 API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
+
+#: Options bentoml-ray takes for runner and dependency-service deployments on top of Ray's.
+CALLEE_OPTIONS: frozenset[str] = frozenset({"max_retries"})
 
 
 def did_you_mean(name: str, allowed: Iterable[str]) -> str:
@@ -96,3 +103,16 @@ def check_route_prefix(value: object) -> str:
             f"route_prefix {value!r} may not contain path parameters, a query or a fragment."
         )
     return value.rstrip("/") or "/"
+
+
+def check_max_retries(value: object, what: str) -> int:
+    """How often a call to ``what`` is sent again when its replica dies (0: never)."""
+    if value is None:
+        return DEFAULT_MAX_RETRIES
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise InvalidDeploymentConfig(
+            f"max_retries of {what} must be a whole number from 0 (never retry a call whose "
+            f"replica died) to {MAX_RETRIES_LIMIT}, not {value!r}; "
+            f"unset, calls are retried {DEFAULT_MAX_RETRIES} times."
+        )
+    return value

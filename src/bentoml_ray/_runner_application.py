@@ -23,11 +23,14 @@ from ._declaration import DeploymentDeclarer
 from ._errors import InvalidDeploymentConfig
 from ._options import (
     API_SERVER_OPTIONS,
+    CALLEE_OPTIONS,
     check_deployment_options,
     check_mapping,
+    check_max_retries,
     check_route_prefix,
     did_you_mean,
 )
+from ._replica_retry import CallTarget, bound_target
 from ._runner_deployment import RunnerDeployment
 
 #: Ray's default (5) would make the API server, which mostly awaits runners, queue at the
@@ -88,10 +91,13 @@ def build_runner_application(
     )
 
     declarer = DeploymentDeclarer(source)
-    handles: dict[str, Application] = {}
+    handles: dict[str, CallTarget] = {}
     for runner in svc.runners:
         what = f"runner {runner.name!r}"
-        options = check_deployment_options(runner_options.get(runner.name), what=what)
+        options = check_deployment_options(
+            runner_options.get(runner.name), what=what, extra=CALLEE_OPTIONS
+        )
+        max_retries = check_max_retries(options.pop("max_retries", None), what)
         options.setdefault(
             "max_ongoing_requests",
             max(RUNNER_MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
@@ -102,8 +108,9 @@ def build_runner_application(
             options,
             what,
         )
-        handles[runner.name] = runner_deployment.bind(
-            source, runner.name, plan.options_for(runner.name)
+        handles[runner.name] = bound_target(
+            runner_deployment.bind(source, runner.name, plan.options_for(runner.name)),
+            max_retries,
         )
     api_server = declarer.declare(
         APIServerDeployment,

@@ -3,7 +3,8 @@
 BentoML lets a runner's transport be swapped (``Runner.init_client(handle_class, ...)``);
 this is the transport that turns ``runner.predict.async_run(x)`` in the user's API function
 into one ``DeploymentHandle`` call to the runner's deployment: Ray carries the arguments in
-its object store, no HTTP and no BentoML payload encoding inside the cluster.
+its object store, no HTTP and no BentoML payload encoding inside the cluster. A call whose
+runner replica dies is sent again to another replica (``_replica_retry``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
 from ._loop_bridge import LoopBridge
+from ._replica_retry import CallTarget, call_with_retries, stream_with_retries, unpack_target
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -26,9 +28,12 @@ R = TypeVar("R")
 
 
 class RayRunnerHandle(RunnerHandle):
-    def __init__(self, runner: Runner, handle: DeploymentHandle[Any]) -> None:
-        self._handle = handle
-        self._stream_handle = handle.options(stream=True)
+    def __init__(self, runner: Runner, target: CallTarget | DeploymentHandle[Any]) -> None:
+        target = unpack_target(target)
+        self._handle = target.handle
+        self._stream_handle = target.handle.options(stream=True)
+        self._max_retries = target.max_retries
+        self._what = f"runner {runner.name!r}"
         self._bridge = LoopBridge()  # made in the API server's constructor, on its loop
 
     async def is_ready(self, timeout: int) -> bool:
@@ -44,11 +49,19 @@ class RayRunnerHandle(RunnerHandle):
     async def async_run_method(
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        return cast(R, await self._handle.call.remote(method.name, args, kwargs))
+        async def send() -> R:
+            return cast(R, await self._handle.call.remote(method.name, args, kwargs))
+
+        return await call_with_retries(send, self._max_retries, self._what)
 
     async def async_stream_method(  # type: ignore[override]
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> AsyncGenerator[R, None]:
-        chunks = self._stream_handle.stream.remote(method.name, args, kwargs)
-        async for chunk in cast(DeploymentResponseGenerator[R], chunks):
+        def open_stream() -> DeploymentResponseGenerator[R]:
+            return cast(
+                DeploymentResponseGenerator[R],
+                self._stream_handle.stream.remote(method.name, args, kwargs),
+            )
+
+        async for chunk in stream_with_retries(open_stream, self._max_retries, self._what):
             yield chunk

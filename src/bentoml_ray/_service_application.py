@@ -25,11 +25,14 @@ from ._declaration import DeploymentDeclarer
 from ._errors import InvalidDeploymentConfig
 from ._options import (
     API_SERVER_OPTIONS,
+    CALLEE_OPTIONS,
     check_deployment_options,
     check_mapping,
+    check_max_retries,
     check_route_prefix,
     did_you_mean,
 )
+from ._replica_retry import bound_target
 from ._service_config import api_methods, deployment_defaults, service_env_vars
 from ._service_deployment import DependencyServiceDeployment, RootServiceDeployment
 
@@ -79,6 +82,7 @@ def build_service_application(
 
     declarer = DeploymentDeclarer(source)
     bound: dict[str, Application] = {}
+    max_retries: dict[str, int] = {}
 
     def bind(name: str) -> Application:
         # Dependencies first, so that each service is declared and bound exactly once.
@@ -86,7 +90,7 @@ def build_service_application(
             return bound[name]
         service = services[name]
         handles = {
-            dep.on.name: bind(dep.on.name)
+            dep.on.name: bound_target(bind(dep.on.name), max_retries[dep.on.name])
             for dep in service.dependencies.values()
             if dep.on is not None and not (dep.url or dep.deployment)  # external: HTTP
         }
@@ -95,8 +99,11 @@ def build_service_application(
         user_options = (
             root_options
             if is_root
-            else check_deployment_options(options_by_service.get(name), what=what)
+            else check_deployment_options(
+                options_by_service.get(name), what=what, extra=CALLEE_OPTIONS
+            )
         )
+        max_retries[name] = check_max_retries(user_options.pop("max_retries", None), what)
         options = _with_defaults(service, what, user_options)
         if "max_ongoing_requests" not in user_options:
             # Below the batch product a replica can never fill a batch (Ray warns).

@@ -9,8 +9,9 @@ with the same calling conventions, so the user's code runs unchanged:
 - ``dep.to_async.api(...)``: always awaitable (or an async iterator);
 - ``dep.to_sync.api(...)``: always blocking (or an iterator).
 
-A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does. A proxy
-is made in the replica's constructor, on its event loop (blocking calls go through it).
+A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does, retries
+included: a call whose replica dies is sent again to another replica (``_replica_retry``).
+A proxy is made in the replica's constructor, on its event loop (blocking calls go through it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from ._bentoml_internals import get_original_func
 from ._loop_bridge import LoopBridge
+from ._replica_retry import CallTarget, call_with_retries, stream_with_retries, unpack_target
 
 #: BentoML's client timeout when a service sets none.
 DEFAULT_TIMEOUT_S = 60.0
@@ -56,10 +58,13 @@ class _Calls:
 class ServiceProxy:
     """Stands in for a dependency service; its APIs travel over a ``DeploymentHandle``."""
 
-    def __init__(self, service: Any, handle: DeploymentHandle[Any]) -> None:
+    def __init__(self, service: Any, target: CallTarget | DeploymentHandle[Any]) -> None:
         self.service = service
-        self._handle = handle
-        self._stream_handle = handle.options(stream=True)
+        target = unpack_target(target)
+        self._handle = target.handle
+        self._stream_handle = target.handle.options(stream=True)
+        self._max_retries = target.max_retries
+        self._what = f"service {service.name!r}"
         self._bridge = LoopBridge()
         traffic = (service.config or {}).get("traffic") or {}
         # BentoML's client adds 1% to the service's timeout, so the service times out first.
@@ -95,9 +100,13 @@ class ServiceProxy:
 
     def async_call(self, name: str) -> Callable[..., Any]:
         async def call(*args: Any, **kwargs: Any) -> Any:
-            response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
+            async def send() -> Any:
+                response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
+                return await response
+
+            sent = call_with_retries(send, self._max_retries, self._what)
             try:
-                return await asyncio.wait_for(response, self.timeout_s)
+                return await asyncio.wait_for(sent, self.timeout_s)
             except RayTaskError as exc:
                 raise _unwrap(exc) from None
 
@@ -113,10 +122,13 @@ class ServiceProxy:
 
     def async_stream_call(self, name: str) -> Callable[..., AsyncIterator[Any]]:
         async def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            chunks = cast(
-                DeploymentResponseGenerator[Any],
-                self._stream_handle.stream.remote(name, args, kwargs),
-            )
+            def open_stream() -> DeploymentResponseGenerator[Any]:
+                return cast(
+                    DeploymentResponseGenerator[Any],
+                    self._stream_handle.stream.remote(name, args, kwargs),
+                )
+
+            chunks = stream_with_retries(open_stream, self._max_retries, self._what)
             try:
                 async for chunk in chunks:
                     yield chunk

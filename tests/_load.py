@@ -1,0 +1,156 @@
+"""Steady HTTP load from a background thread, and finding a deployment's replicas.
+
+The fault, soak and redeploy tests keep traffic flowing while they kill replicas or
+redeploy, then count what the clients saw. ``Load`` is a closed loop: each of its
+connections sends its next request as soon as the previous one was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import pathlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+
+@dataclasses.dataclass
+class Outcome:
+    start: float
+    end: float
+    status: int  # 0: no HTTP answer at all (connection reset, timeout)
+    detail: str = ""
+
+
+class Load:
+    """``connections`` clients POSTing ``body`` (JSON) to ``url`` until the block ends."""
+
+    def __init__(
+        self,
+        url: str,
+        body: Any,
+        connections: int,
+        *,
+        check: Callable[[httpx.Response], bool] | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.url = url
+        self.body = body
+        self.connections = connections
+        self.check = check
+        self.timeout_s = timeout_s
+        self.outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 30)
+        assert not self._thread.is_alive(), "the load did not stop"
+
+    async def _client(self, client: httpx.AsyncClient) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                response = await client.post(self.url, json=self.body)
+                ok = response.status_code == 200 and (self.check is None or self.check(response))
+                status = response.status_code if ok or response.status_code != 200 else 599
+                detail = "" if ok else response.text[:300]
+            except httpx.HTTPError as exc:
+                status, detail = 0, f"{type(exc).__name__}: {exc}"[:300]
+            self.outcomes.append(Outcome(start, time.monotonic(), status, detail))
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=self.connections)
+        async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+            await asyncio.gather(*(self._client(client) for _ in range(self.connections)))
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.status != 200]
+
+    def wait_for(self, count: int, bound_s: float = 120.0) -> None:
+        """Block until ``count`` requests were answered (bounded)."""
+        deadline = time.monotonic() + bound_s
+        while len(self.outcomes) < count:
+            assert time.monotonic() < deadline, f"only {len(self.outcomes)} answers"
+            time.sleep(0.05)
+
+    def summary(self) -> str:
+        failed = self.failures
+        return f"{len(self.outcomes)} requests, {len(failed)} failed" + (
+            f"; first failures: {[(f.status, f.detail) for f in failed[:3]]}" if failed else ""
+        )
+
+
+def replica_actor_names(app: str, deployment: str) -> list[str]:
+    """The named actors of ``deployment``'s replicas in Serve application ``app``.
+
+    Ray Serve names each replica actor ``SERVE_REPLICA::<app>#<deployment>#<id>`` in the
+    ``serve`` namespace; ``ray.util.list_named_actors`` is public and needs no dashboard.
+    """
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return sorted(
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith(prefix)
+    )
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def kill_replica(name: str) -> None:
+    """Kill a replica actor the hard way (no graceful shutdown), as a crash would."""
+    import ray
+
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+def wait_replaced(app: str, deployment: str, before: list[str], bound_s: float) -> float:
+    """Seconds until a new replica (not in ``before``) runs and the count is back (bounded)."""
+    start = time.monotonic()
+    while True:
+        names = replica_actor_names(app, deployment)
+        fresh = set(names) - set(before)
+        if fresh and running_replicas(app, deployment) >= len(before):
+            return time.monotonic() - start
+        assert time.monotonic() - start < bound_s, f"{deployment} not back to {len(before)}"
+        time.sleep(0.1)
+
+
+def replica_pids(app: str) -> dict[str, int]:
+    """Process ids of ``app``'s replicas, from their process titles (``ServeReplica:...``)."""
+    pids = {}
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        marker = f"ServeReplica:{app}:"
+        if marker in cmdline:
+            pids[cmdline.split(marker, 1)[1].split()[0] + f"#{proc.name}"] = int(proc.name)
+    return pids
+
+
+def rss_bytes(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
