@@ -1,0 +1,98 @@
+"""A minute of load at 64 connections on the iris example: no errors, no memory creep.
+
+wrk (a separate process, as in benchmarks/) loads the example for a warm-up, then for
+``SOAK_S`` seconds (60 unless ``BENTOML_RAY_SOAK_S`` says otherwise). The replicas' resident
+memory after the warm-up is compared with the end of the run: it must grow by less than
+10 % (leaked requests, responses or handles would add up over ~10^4-10^5 requests). The
+figures are printed; run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+from _load import replica_pids, rss_bytes
+from _support import deployed
+
+import bentoml_ray
+
+pytestmark = [
+    pytest.mark.usefixtures("serve_url"),
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+]
+
+SOAK_S = int(os.environ.get("BENTOML_RAY_SOAK_S", "60"))
+WARM_UP_S = 15
+CONNECTIONS = 64
+BODY = [[5.9, 3.0, 5.1, 1.8]]
+
+
+def wrk(url: str, duration_s: int) -> dict[str, float]:
+    """Run wrk against ``url``; requests/s, non-2xx answers and socket errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+        )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--timeout", "30s",
+             "-s", script.name, url],
+            capture_output=True, text=True, check=True, timeout=duration_s + 120,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    requests = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:(.*)", out)
+    assert requests and rps, out
+    return {
+        "requests": int(requests.group(1)),
+        "rps": float(rps.group(1)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+        if socket_errors
+        else 0,
+    }
+
+
+def test_a_minute_at_64_connections_has_no_errors_and_no_memory_creep(
+    serve_url: str, iris_bento: str
+) -> None:
+    app = "soak-iris"
+    with deployed(bentoml_ray.deployment(iris_bento), app, route_prefix=f"/{app}"):
+        url = f"{serve_url}/{app}/classify"
+        pids = replica_pids(app)
+        assert len(pids) == 2, pids  # the API server and the runner
+        warm = wrk(url, WARM_UP_S)
+        after_warm_up = {name: rss_bytes(pid) for name, pid in pids.items()}
+        start = time.monotonic()
+        soak = wrk(url, SOAK_S)
+        elapsed = time.monotonic() - start
+        at_end = {name: rss_bytes(pid) for name, pid in pids.items()}
+    growth = {
+        name.split("#")[0]: (at_end[name] - after_warm_up[name]) / after_warm_up[name]
+        for name in pids
+    }
+    print(
+        f"\n[soak] {SOAK_S} s x {CONNECTIONS} connections ({elapsed:.0f} s): "
+        f"{soak['requests']} requests, {soak['rps']:.0f} req/s, "
+        f"{soak['non_2xx']} non-2xx, {soak['socket_errors']} socket errors "
+        f"(warm-up: {warm['requests']} requests, {warm['non_2xx'] + warm['socket_errors']} "
+        "errors); RSS after warm-up -> end: "
+        + ", ".join(
+            f"{name.split('#')[0]} {after_warm_up[name] / 2**20:.0f} -> "
+            f"{at_end[name] / 2**20:.0f} MiB"
+            for name in pids
+        )
+    )
+    assert soak["non_2xx"] == 0 and soak["socket_errors"] == 0, soak
+    assert all(value < 0.10 for value in growth.values()), growth
