@@ -18,7 +18,7 @@ are printed; run with ``-s`` to see them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -35,6 +35,8 @@ CONNECTIONS = 16
 WARM_UP, AFTER = 60, 60
 #: Bound on a replica's replacement (a loaded 2-core machine starts Python slowly).
 REPLACE_BOUND_S = 180.0
+#: Two apps of four replicas (and a replacement) must fit the session's 8 logical CPUs.
+SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
 
 
 @pytest.fixture(scope="module")
@@ -82,25 +84,38 @@ def _is_count(response: httpx.Response) -> bool:
 def _runner_app(tag: str, runner_options: dict[str, Any] | None = None) -> Any:
     return bentoml_ray.deployment(
         tag,
-        {"num_replicas": 2},
-        {"slow": {"num_replicas": 2, **(runner_options or {})}},
+        {"num_replicas": 2, **SMALL},
+        {"slow": {"num_replicas": 2, **SMALL, **(runner_options or {})}},
     )
 
 
 def _probe_app(tag: str, worker_options: dict[str, Any] | None = None) -> Any:
     return bentoml_ray.deployment(
         tag,
-        {"num_replicas": 2},
-        {"Worker": {"num_replicas": 2, **(worker_options or {})}},
+        {"num_replicas": 2, **SMALL},
+        {"Worker": {"num_replicas": 2, **SMALL, **(worker_options or {})}},
     )
 
 
-def test_killing_a_runner_replica_loses_no_request(serve_url: str, fault_runner_bento: str) -> None:
+@pytest.fixture(scope="module")
+def runner_app(serve_url: str, fault_runner_bento: str) -> Iterator[str]:
+    """The runner-based fixture, two replicas of each deployment; its URL prefix."""
     app = "faults-runner"
     with deployed(_runner_app(fault_runner_bento), app, route_prefix=f"/{app}"):
-        load, _ = _kill_under_load(
-            f"{serve_url}/{app}/work", {"x": 7}, app, "fault_runner.runner.slow", _is_work
-        )
+        yield app
+
+
+@pytest.fixture(scope="module")
+def probe_app(serve_url: str, fault_probe_bento: str) -> Iterator[str]:
+    """The 1.2+ fixture, two replicas of each service; its URL prefix."""
+    app = "faults-probe"
+    with deployed(_probe_app(fault_probe_bento), app, route_prefix=f"/{app}"):
+        yield app
+
+
+def test_killing_a_runner_replica_loses_no_request(serve_url: str, runner_app: str) -> None:
+    url = f"{serve_url}/{runner_app}/work"
+    load, _ = _kill_under_load(url, {"x": 7}, runner_app, "fault_runner.runner.slow", _is_work)
     assert not load.failures, load.summary()
 
 
@@ -111,14 +126,13 @@ def test_killing_a_runner_replica_loses_no_request(serve_url: str, fault_runner_
 )
 def test_killing_a_dependency_replica_loses_no_request(
     serve_url: str,
-    fault_probe_bento: str,
+    probe_app: str,
     path: str,
     body: Any,
     check: Callable[[httpx.Response], bool],
 ) -> None:
-    app = f"faults-dependency-{path}"
-    with deployed(_probe_app(fault_probe_bento), app, route_prefix=f"/{app}"):
-        load, _ = _kill_under_load(f"{serve_url}/{app}/{path}", body, app, "Worker", check)
+    url = f"{serve_url}/{probe_app}/{path}"
+    load, _ = _kill_under_load(url, body, probe_app, "Worker", check)
     # A stream is retried only until its first chunk reached the caller: a replica that
     # dies between chunks cuts the response short (its chunks go out in one burst here).
     cut_short = [f for f in load.failures if f.status == 599 and f.detail.startswith("0\n")]
@@ -138,17 +152,14 @@ def test_without_retries_the_killed_replicas_calls_fail(
 
 @pytest.mark.parametrize("kind", ["runner-based", "1.2+"])
 def test_killing_an_ingress_replica_loses_only_its_running_requests(
-    serve_url: str, fault_runner_bento: str, fault_probe_bento: str, kind: str
+    serve_url: str, runner_app: str, probe_app: str, kind: str
 ) -> None:
-    app = f"faults-ingress-{kind.replace('.', '').replace('+', 'plus')}"
-    if kind == "runner-based":
-        application, deployment = _runner_app(fault_runner_bento), "fault_runner"
-    else:
-        application, deployment = _probe_app(fault_probe_bento), "Front"
-    with deployed(application, app, route_prefix=f"/{app}"):
-        load, replaced_at = _kill_under_load(
-            f"{serve_url}/{app}/work", {"x": 7}, app, deployment, _is_work
-        )
+    app, deployment = (
+        (runner_app, "fault_runner") if kind == "runner-based" else (probe_app, "Front")
+    )
+    load, replaced_at = _kill_under_load(
+        f"{serve_url}/{app}/work", {"x": 7}, app, deployment, _is_work
+    )
     # At most the requests that were running in the killed replica: one per connection.
     assert len(load.failures) <= CONNECTIONS, load.summary()
     assert all(failure.status == 500 for failure in load.failures), load.summary()
