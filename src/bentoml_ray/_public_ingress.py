@@ -55,15 +55,17 @@ def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> ASGI
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.
     """
+    served: ASGIApp = app
     if route_prefix != "/":
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            # ``app``, the service's own app, not the wrapper around it (which recursed).
             async with app.router.lifespan_context(app):
                 yield
 
-        app = Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)
-    served: ASGIApp = ServeReplicaMetrics(app, route_prefix.rstrip("/") + "/metrics")
+        served = Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)
+    served = ServeReplicaMetrics(served, route_prefix.rstrip("/") + "/metrics")
     return RefuseInternalMediaTypes(
         LimitRequestBody(served, error_body, max_body_size()), error_body
     )

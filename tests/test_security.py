@@ -1,0 +1,271 @@
+"""What a client or a neighbour on the network can reach, and what they can learn.
+
+- BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends) are
+  refused with 415 on every route of both kinds of Bento, before any route runs.
+- Everything works on a ``ray start`` node with token authentication on (Ray 2.60's
+  default for ``ray start``); a driver with the wrong token is turned away.
+- With Serve's default HTTP options the proxy listens on 127.0.0.1 only.
+- A secret passed to a deployment's environment appears in no answer (``/docs.json``,
+  ``/metrics``, error bodies) and in none of the cluster's log files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _support import BIN, FIXTURES, build_bento, deployed, free_port, stop_process_group
+
+import bentoml_ray
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+PICKLE = "application/vnd.bentoml+pickle"
+
+#: A value no test writes anywhere else: if it shows up, it leaked.
+SECRET = "s3cr3t-" + secrets.token_hex(12)
+
+PREFIX = {"route_prefix": "/p"}
+
+
+@pytest.fixture(scope="module")
+def slow_service_bento() -> str:
+    return build_bento(FIXTURES / "slow_service")
+
+
+@pytest.fixture(scope="module")
+def slow_runner_bento() -> str:
+    return build_bento(FIXTURES / "slow_runner")
+
+
+def _with_secret(options: dict[str, Any] | None = None) -> dict[str, Any]:
+    env = {"SERVICE_API_KEY": SECRET}
+    return {**(options or {}), "ray_actor_options": {"runtime_env": {"env_vars": env}}}
+
+
+@pytest.fixture(scope="module")
+def urls(
+    serve_url: str,
+    iris_bento: str,
+    review_scorer_bento: str,
+    slow_service_bento: str,
+    slow_runner_bento: str,
+) -> Iterator[dict[str, str]]:
+    """Both examples, and both fixtures under a bentoml-ray ``route_prefix`` (7 replicas)."""
+    apps = {
+        "iris": bentoml_ray.deployment(iris_bento, _with_secret()),
+        "review": bentoml_ray.deployment(review_scorer_bento, _with_secret()),
+        "slow_service": bentoml_ray.deployment(slow_service_bento, _with_secret(PREFIX)),
+        "slow_runner": bentoml_ray.deployment(slow_runner_bento, _with_secret(PREFIX)),
+    }
+    with contextlib.ExitStack() as stack:
+        for name, app in apps.items():
+            stack.enter_context(deployed(app, f"security_{name}", route_prefix=f"/{name}"))
+        yield {
+            name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps
+        }
+
+
+def _routes(url: str) -> list[str]:
+    """Every path of the service's OpenAPI document, plus the UI, the document, a stranger."""
+    document = httpx.get(f"{url}/docs.json", timeout=30).json()
+    paths = [path.replace("{", "").replace("}", "") for path in document["paths"]]
+    return sorted({*paths, "/", "/docs.json", "/no/such/route"})
+
+
+@pytest.mark.parametrize("bento", ["iris", "review", "slow_service", "slow_runner"])
+@pytest.mark.parametrize("media_type", [PICKLE, "application/vnd.bentoml.multiple_outputs"])
+def test_internal_media_types_are_refused_on_every_route(
+    urls: dict[str, str], bento: str, media_type: str
+) -> None:
+    url = urls[bento]
+    routes = _routes(url)
+    assert len(routes) >= 6
+    for route in routes:
+        for method in ("POST", "PUT", "GET"):
+            response = httpx.request(
+                method,
+                url + route,
+                content=b"\x80\x04\x95 not really a pickle",
+                headers={"Content-Type": f"{media_type}; charset=binary"},
+                timeout=10,
+            )
+            assert response.status_code == 415, (method, route, response.text)
+            assert "not accepted from clients" in response.text
+
+
+def _answers(url: str, api: str, bad_body: dict[str, Any]) -> list[httpx.Response]:
+    """The answers that could carry a leak: documents, metrics and every kind of error."""
+    answers = [
+        httpx.get(f"{url}/docs.json", timeout=30),
+        httpx.get(f"{url}/metrics", timeout=30),
+        httpx.get(f"{url}/no/such/route", timeout=30),
+        httpx.post(f"{url}/{api}", content=b"{not json", timeout=30),
+        httpx.post(f"{url}/{api}", json=bad_body, timeout=30),
+        httpx.post(f"{url}/{api}", content=b"x", headers={"Content-Type": PICKLE}, timeout=30),
+    ]
+    if api == "sleep":  # the fixtures' API that raises in user code
+        answers.append(httpx.post(f"{url}/fail", json={"name": "SERVICE_API_KEY"}, timeout=30))
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("bento", "api", "bad_body"),
+    [
+        ("iris", "classify", {"not": "an array"}),
+        ("review", "score", {"reviews": 3}),
+        ("slow_service", "sleep", {"seconds": "soon"}),
+        ("slow_runner", "sleep", {"seconds": "soon"}),
+    ],
+)
+def test_a_secret_in_the_environment_never_reaches_an_answer(
+    urls: dict[str, str], bento: str, api: str, bad_body: dict[str, Any]
+) -> None:
+    answers = _answers(urls[bento], api, bad_body)
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:3] == [200, 200, 404]
+    assert all(400 <= status < 600 for status in statuses[3:6])
+    for answer in answers:
+        assert SECRET not in answer.text
+        assert SECRET not in str(answer.headers)
+    if api == "sleep":  # an exception in user code: BentoML's generic 500, no details
+        assert statuses[-1] == 500
+
+
+# --- a ray start node with token authentication ------------------------------------------
+
+DRIVER = """
+import json, os, sys
+import httpx, ray
+from ray import serve
+import bentoml_ray
+
+tag, port, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+serve.start(http_options={"port": port})  # Serve's default host
+app = bentoml_ray.deployment(
+    tag, {"ray_actor_options": {"runtime_env": {"env_vars": {"SERVICE_API_KEY": secret}}}}
+)
+serve.run(app, name="token_auth", route_prefix="/")
+url = f"http://127.0.0.1:{port}"
+out = {
+    "classify": httpx.post(f"{url}/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60).json(),
+    "status": httpx.post(f"{url}/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60).status_code,
+    "bad": httpx.post(f"{url}/classify", content=b"{", timeout=60).status_code,
+}
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+WRONG_TOKEN_DRIVER = """
+import os, ray
+try:
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, flush=True)
+else:
+    print("CONNECTED", flush=True)
+"""
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its default route, if it has one that is not loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+            address = str(sock.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+@pytest.fixture(scope="module")
+def token_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
+    """A ``ray start --head`` node with token authentication and a token of the test's own."""
+    gcs_port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths are limited
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(
+        BENTOML_HOME=bentoml_home,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),  # never the user's ~/.ray/auth_token
+    )
+    log = open(os.path.join(temp_dir, "ray-start.log"), "w")  # noqa: SIM115 - closed below
+    node = subprocess.Popen(
+        [
+            str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=4",
+            "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
+            f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}, temp_dir
+    finally:
+        stop_process_group(node, timeout=45)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _run_driver(script: str, env: dict[str, str], *args: str, deadline: float) -> str:
+    """Run a driver until it succeeds; the node may still be starting."""
+    end = time.monotonic() + deadline
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return done.stdout
+        if time.monotonic() > end:
+            raise AssertionError(f"the driver kept failing:\n{done.stdout}\n{done.stderr[-3000:]}")
+        time.sleep(2)
+
+
+def test_a_bento_serves_on_a_ray_start_node_with_token_authentication(
+    token_cluster: tuple[dict[str, str], str], iris_bento: str
+) -> None:
+    env, temp_dir = token_cluster
+    port = free_port()
+    output = _run_driver(DRIVER, env, iris_bento, str(port), SECRET, deadline=120)
+    result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
+    assert result == {"classify": [0], "status": 200, "bad": 400}
+
+    # Serve's default HTTP options: the proxy listens on loopback only.
+    assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=30).status_code == 200
+    address = _non_loopback_address()
+    if address is not None:
+        with pytest.raises(OSError), socket.create_connection((address, port), timeout=5):
+            pass
+
+    # A driver with another token is turned away.
+    wrong = {**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    refused = subprocess.run(
+        [sys.executable, "-c", WRONG_TOKEN_DRIVER],
+        env=wrong, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert "CONNECTED" not in refused.stdout, refused.stdout
+
+    # The secret given to the deployment's environment is in none of the logs: not the
+    # replicas', the controller's, the proxy's or the driver's. (Ray's runtime-env agent
+    # logs every runtime_env it sets up, env_vars included: that file is Ray's own record.)
+    leaks = [
+        str(path)
+        for path in pathlib.Path(temp_dir).rglob("*")
+        if path.is_file() and not path.name.startswith("runtime_env_agent")
+        and SECRET.encode() in path.read_bytes()
+    ]  # fmt: skip
+    assert not leaks, leaks
+    assert SECRET not in output
