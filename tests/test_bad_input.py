@@ -274,7 +274,7 @@ def test_a_stuck_runner_call_times_out_with_504_and_frees_the_api_server(
     url = urls["slow_runner"]
     response = httpx.post(f"{url}/sleep", json={"seconds": 8}, timeout=30)
     assert response.status_code == 504, response.text
-    assert response.json() == {"error": "Not able to process the request in 2.0 seconds"}
+    assert response.json() == {"error": "Not able to process the request in 2 seconds"}
     # The API server's replica is free at once, while the model still sleeps.
     for path in ("/livez", "/readyz", "/docs.json"):
         assert httpx.get(url + path, timeout=BAD_REQUEST_WAIT).status_code == 200

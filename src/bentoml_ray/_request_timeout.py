@@ -49,5 +49,5 @@ class RequestTimeout:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task  # what the cancelled call raised is moot: the answer is the 504
-        message = f"Not able to process the request in {self.timeout} seconds"
+        message = f"Not able to process the request in {self.timeout:g} seconds"
         await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
