@@ -30,6 +30,7 @@ try:
     from bentoml._internal.runner.runner import Runner, RunnerMethod
     from bentoml._internal.runner.runner_handle import RunnerHandle
     from bentoml._internal.server import http_app as _bentoml_http_app
+    from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware
     from bentoml._internal.service.inference_api import InferenceAPI
     from bentoml._internal.service.service import Service as LegacyService
     from bentoml._internal.utils import get_original_func, is_async_callable
@@ -107,6 +108,7 @@ __all__ = [
     "IODescriptor",
     "InferenceAPI",
     "LegacyService",
+    "MaxConcurrencyMiddleware",
     "NewService",
     "NumpyNdarray",
     "Runner",

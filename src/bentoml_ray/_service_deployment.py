@@ -30,6 +30,7 @@ from ._batching import merge_values
 from ._bento_source import BentoSource
 from ._bentoml_internals import (
     AutoContainer,
+    MaxConcurrencyMiddleware,
     ServiceAppFactory,
     get_original_func,
     prepare_task_store,
@@ -53,6 +54,24 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
             name: gated_batch(options, self._batch_function(name))
             for name, options in batching.items()
         }
+
+    @property
+    def middlewares(self) -> list[Any]:
+        """BentoML's middlewares, minus its concurrency limit: Ray enforces that one.
+
+        ``traffic.max_concurrency`` is the replica's ``max_ongoing_requests``, so Ray sends
+        no more than that. BentoML's own count lags Ray's: a request whose client went away
+        is released by Ray at once but holds BentoML's count until its worker thread ends,
+        so BentoML answered the next request 429 although Ray had room for it.
+        """
+        return [
+            middleware
+            for middleware in super().middlewares
+            if not (
+                isinstance(middleware.cls, type)
+                and issubclass(middleware.cls, MaxConcurrencyMiddleware)
+            )
+        ]
 
     def _batch_function(
         self, name: str
