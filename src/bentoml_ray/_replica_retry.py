@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import Application
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -59,6 +59,20 @@ def replica_died(exc: BaseException) -> bool:
     retries), and the callee itself is healthy.
     """
     return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
+
+
+async def await_response(response: DeploymentResponse[T]) -> T:
+    """The call's result; if the caller is cancelled (a timeout, a client gone), so is the call.
+
+    Ray cancels a call it has not yet sent to a replica, but not one a replica is running
+    when only the task awaiting it is cancelled: a timed-out call would keep its replica
+    busy. ``response.cancel()`` stops it there too.
+    """
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()  # type: ignore[no-untyped-call]
+        raise
 
 
 def _backoff(attempt: int) -> float:

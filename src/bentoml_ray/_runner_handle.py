@@ -12,11 +12,17 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
 from ._loop_bridge import LoopBridge
-from ._replica_retry import CallTarget, call_with_retries, stream_with_retries, unpack_target
+from ._replica_retry import (
+    CallTarget,
+    await_response,
+    call_with_retries,
+    stream_with_retries,
+    unpack_target,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -50,7 +56,10 @@ class RayRunnerHandle(RunnerHandle):
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         async def send() -> R:
-            return cast(R, await self._handle.call.remote(method.name, args, kwargs))
+            response = cast(
+                DeploymentResponse[R], self._handle.call.remote(method.name, args, kwargs)
+            )
+            return await await_response(response)
 
         return await call_with_retries(send, self._max_retries, self._what)
 

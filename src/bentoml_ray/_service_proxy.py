@@ -26,7 +26,13 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from ._bentoml_internals import get_original_func
 from ._loop_bridge import LoopBridge
-from ._replica_retry import CallTarget, call_with_retries, stream_with_retries, unpack_target
+from ._replica_retry import (
+    CallTarget,
+    await_response,
+    call_with_retries,
+    stream_with_retries,
+    unpack_target,
+)
 
 #: BentoML's client timeout when a service sets none.
 DEFAULT_TIMEOUT_S = 60.0
@@ -102,7 +108,7 @@ class ServiceProxy:
         async def call(*args: Any, **kwargs: Any) -> Any:
             async def send() -> Any:
                 response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
-                return await response
+                return await await_response(response)
 
             sent = call_with_retries(send, self._max_retries, self._what)
             try:
