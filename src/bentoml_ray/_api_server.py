@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 
 from ._bento_source import BentoSource
 from ._http_app import build_http_app
+from ._replica_retry import CallTarget
 from ._runner_handle import RayRunnerHandle
 
 
@@ -22,7 +22,7 @@ class APIServerDeployment:
     """
 
     def __init__(
-        self, source: BentoSource, runners: dict[str, DeploymentHandle[Any]], route_prefix: str
+        self, source: BentoSource, runners: dict[str, CallTarget], route_prefix: str
     ) -> None:
         self.svc: Any = source.load()
         # ``bentoml serve`` runs these once, before its workers; on Ray, once per replica.

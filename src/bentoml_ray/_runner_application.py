@@ -6,8 +6,8 @@ Layout, for a service ``S`` with runners ``r1``, ``r2``::
     S.runner.r1        RunnerDeployment      runner r1's model, serve.batch if planned
     S.runner.r2        RunnerDeployment
 
-The API server receives one ``DeploymentHandle`` per runner; a runner call is one handle
-call.
+The API server receives one ``DeploymentHandle`` per runner (in a ``CallTarget``, with
+the runner's retry budget); a runner call is one handle call.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
 from ._batch_gate import gated_batch
@@ -37,6 +36,7 @@ from ._bentoml_internals import (
     resolve_dependency,
 )
 from ._public_ingress import public_app
+from ._replica_retry import CallTarget
 from ._service_proxy import ServiceProxy
 
 #: One call of a batchable API: its batch argument, and the other keyword arguments.
@@ -142,13 +142,17 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
 
 
 class ServiceHost:
-    """One replica of one 1.2+ service: the service loaded, its dependencies on handles."""
+    """One replica of one 1.2+ service: the service loaded, its dependencies on handles.
+
+    ``dependencies`` maps each internal dependency to its deployment's handle (wrapped
+    with its retry budget).
+    """
 
     def __init__(
         self,
         source: BentoSource,
         service_name: str,
-        dependencies: dict[str, DeploymentHandle[Any]],
+        dependencies: dict[str, CallTarget],
         batching: dict[str, dict[str, Any]],
         is_root: bool,
     ) -> None:
@@ -158,8 +162,8 @@ class ServiceHost:
             # External dependencies (url=..., deployment=...) keep BentoML's HTTP client.
             external = dependency.url or dependency.deployment
             if dependency.on is not None and not external and dependency.on.name in dependencies:
-                handle = dependencies[dependency.on.name]
-                resolve_dependency(dependency, ServiceProxy(dependency.on, handle))
+                target = dependencies[dependency.on.name]
+                resolve_dependency(dependency, ServiceProxy(dependency.on, target))
         # ``bentoml serve`` runs these once, before its workers start; on Ray each replica
         # may be on another node, so each runs them before loading the service.
         for attribute in dir(service.inner):
@@ -194,7 +198,7 @@ class RootServiceDeployment(ServiceHost):
         self,
         source: BentoSource,
         service_name: str,
-        dependencies: dict[str, DeploymentHandle[Any]],
+        dependencies: dict[str, CallTarget],
         batching: dict[str, dict[str, Any]],
         route_prefix: str,
     ) -> None:
@@ -217,7 +221,7 @@ class DependencyServiceDeployment(ServiceHost):
         self,
         source: BentoSource,
         service_name: str,
-        dependencies: dict[str, DeploymentHandle[Any]],
+        dependencies: dict[str, CallTarget],
         batching: dict[str, dict[str, Any]],
     ) -> None:
         super().__init__(source, service_name, dependencies, batching, is_root=False)
