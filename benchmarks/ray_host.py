@@ -40,6 +40,8 @@ def main() -> None:
         address="local", num_cpus=spec["num_cpus"], include_dashboard=False, log_to_driver=False
     )
     serve.start(http_options={"host": "127.0.0.1", "port": spec["port"]})
+    # The runner ends this node's leftovers (high-throughput mode's HAProxy) by node id.
+    pathlib.Path(f"{spec_path}.node").write_text(ray.get_runtime_context().get_node_id())
     cold_start: dict[str, float] = {}
     for app in spec["apps"]:
         started = time.monotonic()

@@ -234,18 +234,28 @@ def start(command: list[str], env: dict[str, str], log: pathlib.Path) -> subproc
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Stop a server this run started, and whatever it left in its process group.
-
-    Ray's shutdown can leave HAProxy running (it holds ports 8404 and 9101 that the next
-    high-throughput Ray needs), so the group is killed once its leader is gone.
-    """
+    """Stop a server this run started, leader first, then whatever is left of its group."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.terminate()  # the Ray host shuts Serve and Ray down on SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+def stop_haproxy(node_id: str) -> None:
+    """End the HAProxy that Ray's high-throughput mode started for this run's Ray node.
+
+    It outlives Ray's shutdown and its process group (Ray 2.60 starts it detached), and
+    holds ports 8404 and 9101 that the next high-throughput Ray on the machine needs. It
+    is recognised by its config path, which holds the node id, and ended by its pid.
+    """
+    marker = f"/haproxy-serve/{node_id}/".encode()
+    for proc in pathlib.Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -358,6 +368,9 @@ def run_mode(
                 results["memory_mib"][key] = rss_mib(processes)
     finally:
         stop(host, timeout=90)
+        node = pathlib.Path(f"{spec}.node")
+        if node.exists():
+            stop_haproxy(node.read_text().strip())
 
 
 def summarise(
