@@ -59,6 +59,30 @@ def graph_bento() -> str:
 
 
 @pytest.fixture(scope="session")
+def slow_service_bento() -> str:
+    """tests/fixtures/slow_service: a 1.2+ service that can hang past its 2 s timeout."""
+    return build_bento(FIXTURES / "slow_service")
+
+
+@pytest.fixture(scope="session")
+def slow_runner_bento() -> str:
+    """tests/fixtures/slow_runner: a runner Bento whose model can hang."""
+    return build_bento(FIXTURES / "slow_runner")
+
+
+@pytest.fixture(scope="session")
+def fault_runner_bento() -> str:
+    """tests/fixtures/fault_runner: a runner Bento with a slow runner, to kill under load."""
+    return build_bento(FIXTURES / "fault_runner")
+
+
+@pytest.fixture(scope="session")
+def fault_probe_bento() -> str:
+    """tests/fixtures/fault_probe: a composed 1.2+ Bento with a slow dependency, to kill."""
+    return build_bento(FIXTURES / "fault_probe")
+
+
+@pytest.fixture(scope="session")
 def serve_url() -> Iterator[str]:
     """Start one local Ray with Serve on a free loopback port; yield the base URL."""
     import ray

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from _support import FIXTURES, build_bento, deployed
+from _support import deployed
 
 import bentoml_ray
 
@@ -39,16 +39,6 @@ SMALL_LIMIT = 64 * 1024
 
 #: Generated cases per Bento and mode (valid / invalid data).
 FUZZ_EXAMPLES = 120
-
-
-@pytest.fixture(scope="module")
-def slow_service_bento() -> str:
-    return build_bento(FIXTURES / "slow_service")
-
-
-@pytest.fixture(scope="module")
-def slow_runner_bento() -> str:
-    return build_bento(FIXTURES / "slow_runner")
 
 
 def _env(**env_vars: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from _load import Load, kill_replica, replica_actor_names, wait_replaced
-from _support import FIXTURES, build_bento, deployed
+from _support import deployed
 
 import bentoml_ray
 
@@ -37,16 +37,6 @@ WARM_UP, AFTER = 60, 60
 REPLACE_BOUND_S = 180.0
 #: Two apps of four replicas (and a replacement) must fit the session's 8 logical CPUs.
 SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
-
-
-@pytest.fixture(scope="module")
-def fault_runner_bento() -> str:
-    return build_bento(FIXTURES / "fault_runner")
-
-
-@pytest.fixture(scope="module")
-def fault_probe_bento() -> str:
-    return build_bento(FIXTURES / "fault_probe")
 
 
 def _kill_under_load(

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, FIXTURES, build_bento, deployed, free_port, stop_process_group
+from _support import BIN, deployed, free_port, stop_process_group
 
 import bentoml_ray
 
@@ -38,16 +38,6 @@ PICKLE = "application/vnd.bentoml+pickle"
 SECRET = "s3cr3t-" + secrets.token_hex(12)
 
 PREFIX = {"route_prefix": "/p"}
-
-
-@pytest.fixture(scope="module")
-def slow_service_bento() -> str:
-    return build_bento(FIXTURES / "slow_service")
-
-
-@pytest.fixture(scope="module")
-def slow_runner_bento() -> str:
-    return build_bento(FIXTURES / "slow_runner")
 
 
 def _with_secret(options: dict[str, Any] | None = None) -> dict[str, Any]:
