@@ -78,6 +78,29 @@ def deployed(app: Any, name: str, route_prefix: str = "/") -> Iterator[None]:
         serve.delete(name)
 
 
+@contextlib.contextmanager
+def ray_start_head(env: dict[str, str], temp_dir: str, num_cpus: int) -> Iterator[int]:
+    """A ``ray start --head --block`` node on loopback for a ``with`` block; yields its GCS port.
+
+    Its own process group and ``temp_dir`` (keep it short: Ray's socket paths are limited);
+    its output goes to ``temp_dir/ray-start.log``.
+    """
+    gcs_port = free_port()
+    with open(os.path.join(temp_dir, "ray-start.log"), "w") as log:
+        node = subprocess.Popen(
+            [
+                str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}",
+                "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
+                f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield gcs_port
+        finally:
+            stop_process_group(node, timeout=45)
+
+
 def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:
     """Stop a process group a test started (``start_new_session=True``), leader first.
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, EXAMPLES, deployed, free_port, load_module, stop_process_group
+from _support import BIN, EXAMPLES, deployed, free_port, load_module, ray_start_head
 
 import bentoml_ray
 
@@ -59,22 +59,13 @@ def test_a_service_object_from_source_is_reimported_in_the_replicas(
 @pytest.fixture(scope="module")
 def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
     """A ``ray start --head`` node with 8 logical CPUs and Serve on a free loopback port."""
-    gcs_port, http_port = free_port(), free_port()
+    http_port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are limited
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(BENTOML_HOME=bentoml_home, RAY_USAGE_STATS_ENABLED="0")
-    log = open(os.path.join(temp_dir, "ray-start.log"), "w")  # noqa: SIM115 - closed below
-    node = subprocess.Popen(
-        [
-            str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=8",
-            "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    # `ray start` turns token authentication on; its clients must ask for it.
-    client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"}
-    try:
+    with ray_start_head(env, temp_dir, num_cpus=8) as gcs_port:
+        # `ray start` turns token authentication on; its clients must ask for it.
+        client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"}
         _until_ok(
             [
                 str(BIN / "serve"),
@@ -88,10 +79,7 @@ def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, 
             deadline=90,
         )
         yield client_env, f"http://127.0.0.1:{http_port}"
-    finally:
-        stop_process_group(node, timeout=45)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, deployed, free_port, stop_process_group
+from _support import deployed, free_port, ray_start_head
 
 import bentoml_ray
 
@@ -183,7 +183,6 @@ def _non_loopback_address() -> str | None:
 @pytest.fixture(scope="module")
 def token_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
     """A ``ray start --head`` node with token authentication and a token of the test's own."""
-    gcs_port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths are limited
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env.update(
@@ -192,20 +191,10 @@ def token_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=secrets.token_hex(32),  # never the user's ~/.ray/auth_token
     )
-    log = open(os.path.join(temp_dir, "ray-start.log"), "w")  # noqa: SIM115 - closed below
-    node = subprocess.Popen(
-        [
-            str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=4",
-            "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     try:
-        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}, temp_dir
+        with ray_start_head(env, temp_dir, num_cpus=4) as gcs_port:
+            yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}, temp_dir
     finally:
-        stop_process_group(node, timeout=45)
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
