@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -53,7 +54,8 @@ def main() -> None:
         os.environ.setdefault(name, value)
     os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-ray-ingress-kill-")
+    home = tempfile.mkdtemp(prefix="bentoml-ray-ingress-kill-")
+    os.environ["BENTOML_HOME"] = home
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     import ray
@@ -90,6 +92,7 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
