@@ -27,7 +27,7 @@ OPTION_NAMES = [
     "num_replicas", "max_ongoing_requests", "max_queued_requests", "ray_actor_options",
     "autoscaling_config", "name", "max_replicas_per_node", "graceful_shutdown_timeout_s",
     "health_check_period_s", "health_check_timeout_s", "user_config", "route_prefix",
-    "placement_group_bundles", "num_replica", "replicas", "", "ray_actor_option",
+    "placement_group_bundles", "max_retries", "num_replica", "replicas", "", "ray_actor_option",
 ]  # fmt: skip
 
 ACTOR_OPTION_NAMES = ["num_cpus", "num_gpus", "memory", "runtime_env", "resources", "cpus"]
