@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -79,26 +80,88 @@ def deployed(app: Any, name: str, route_prefix: str = "/") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ray_start_head(env: dict[str, str], temp_dir: str, num_cpus: int) -> Iterator[int]:
+def ray_start_head(
+    env: dict[str, str], temp_dir: str, num_cpus: int, *extra_args: str
+) -> Iterator[int]:
     """A ``ray start --head --block`` node on loopback for a ``with`` block; yields its GCS port.
 
     Its own process group and ``temp_dir`` (keep it short: Ray's socket paths are limited);
-    its output goes to ``temp_dir/ray-start.log``.
+    its output goes to ``temp_dir/ray-start.log``. No dashboard unless ``extra_args`` ask.
     """
     gcs_port = free_port()
-    with open(os.path.join(temp_dir, "ray-start.log"), "w") as log:
+    args = [f"--port={gcs_port}", f"--temp-dir={temp_dir}", *extra_args]
+    if not any(arg.startswith("--include-dashboard") for arg in extra_args):
+        args.append("--include-dashboard=false")
+    with _ray_start(env, os.path.join(temp_dir, "ray-start.log"), num_cpus, "--head", *args):
+        yield gcs_port
+
+
+@contextlib.contextmanager
+def ray_start_worker(
+    env: dict[str, str], gcs_port: int, log_path: str, num_cpus: int, *extra_args: str
+) -> Iterator[None]:
+    """A second ``ray start --block`` node joining the head at ``gcs_port``, on loopback.
+
+    Its agents get free ports of their own: Ray's defaults are fixed numbers that the head
+    on the same machine already holds.
+    """
+    ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "metrics-export-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+            "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+        )
+    ]  # fmt: skip
+    args = [f"--address=127.0.0.1:{gcs_port}", *ports, *extra_args]
+    with _ray_start(env, log_path, num_cpus, *args):
+        yield
+
+
+@contextlib.contextmanager
+def _ray_start(env: dict[str, str], log_path: str, num_cpus: int, *args: str) -> Iterator[None]:
+    with open(log_path, "w") as log:
         node = subprocess.Popen(
             [
-                str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}",
-                "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--include-dashboard=false",
-                f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                str(BIN / "ray"), "start", "--block", f"--num-cpus={num_cpus}",
+                "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args,
             ],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
-            yield gcs_port
+            yield
         finally:
             stop_process_group(node, timeout=45)
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """What tests need to reach the session's ``ray start`` cluster (see conftest)."""
+
+    #: The head's GCS address, for ``ray.init`` and ``RAY_ADDRESS``.
+    address: str
+    #: The dashboard, for ``serve deploy --address``.
+    dashboard_url: str
+    #: Where Serve's proxy answers.
+    serve_url: str
+    #: The environment for client processes: RAY_ADDRESS, token auth, the test store.
+    env: dict[str, str]
+    #: A custom resource only the second node has: ask for it to run there.
+    far_resource: str
+    #: The second node's (empty) BentoML store and its bentoml-ray cache.
+    far_home: str
+    far_cache_dir: str
+
+
+def run_until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:
+    """Run ``command`` until it succeeds; a node may still be starting."""
+    end = time.monotonic() + deadline
+    while True:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"{command} kept failing:\n{done.stdout}\n{done.stderr}")
+        time.sleep(2)
 
 
 def stop_process_group(process: subprocess.Popen[Any], timeout: float) -> None:

@@ -9,6 +9,7 @@ under its own name and deletes them when done.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # per-test filters apply, lets pyproject's filterwarnings quiet its deprecation notes.
 import bentoml.io  # noqa: E402, F401
 import pytest  # noqa: E402
-from _support import EXAMPLES, FIXTURES, build_bento, free_port, train_iris  # noqa: E402
+from _support import (  # noqa: E402
+    BIN,
+    EXAMPLES,
+    FIXTURES,
+    RayCluster,
+    build_bento,
+    free_port,
+    ray_start_head,
+    ray_start_worker,
+    run_until_ok,
+    train_iris,
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -97,3 +109,45 @@ def serve_url() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(bentoml_home: str) -> Iterator[RayCluster]:
+    """A two-node ``ray start`` cluster on loopback, as separate processes, with Serve.
+
+    The head (8 logical CPUs, dashboard for ``serve deploy``) sees the test store; the
+    second node has an empty ``BENTOML_HOME``, a cache of its own and the custom resource
+    ``far`` that only it has, so a deployment asking for ``far`` runs where the Bento is
+    not. Token authentication is on, as ``ray start`` sets it, with a token of the
+    session's own. Serve's proxy runs on the head only: both nodes share one loopback.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
+    far_home, far_cache = (tempfile.mkdtemp(prefix=p) for p in ("far-home-", "far-cache-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env.update(
+        BENTOML_HOME=bentoml_home,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),  # never the developer's ~/.ray/auth_token
+    )
+    dashboard_port, http_port = free_port(), free_port()
+    dashboard = ("--include-dashboard=true", "--dashboard-host=127.0.0.1")
+    with ray_start_head(env, temp_dir, 8, *dashboard, f"--dashboard-port={dashboard_port}") as port:
+        far_env = {**env, "BENTOML_HOME": far_home, "BENTOML_RAY_CACHE_DIR": far_cache}
+        far_log = os.path.join(temp_dir, "ray-start-far.log")
+        with ray_start_worker(far_env, port, far_log, 4, '--resources={"far": 100}'):
+            client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+            serve_start = [str(BIN / "serve"), "start", "--proxy-location", "HeadOnly"]
+            serve_start += ["--http-host", "127.0.0.1", "--http-port", str(http_port)]
+            run_until_ok(serve_start, client_env, deadline=90)
+            yield RayCluster(
+                address=f"127.0.0.1:{port}",
+                dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+                serve_url=f"http://127.0.0.1:{http_port}",
+                env=client_env,
+                far_resource="far",
+                far_home=far_home,
+                far_cache_dir=far_cache,
+            )
+    for path in (temp_dir, far_home, far_cache):
+        shutil.rmtree(path, ignore_errors=True)

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from _support import BIN, EXAMPLES, deployed, free_port, load_module, ray_start_head
+from _support import BIN, EXAMPLES, RayCluster, deployed, load_module
 
 import bentoml_ray
 
@@ -56,44 +50,6 @@ def test_a_service_object_from_source_is_reimported_in_the_replicas(
         assert response.status_code == 200 and response.json() == [2]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
-    """A ``ray start --head`` node with 8 logical CPUs and Serve on a free loopback port."""
-    http_port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are limited
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(BENTOML_HOME=bentoml_home, RAY_USAGE_STATS_ENABLED="0")
-    with ray_start_head(env, temp_dir, num_cpus=8) as gcs_port:
-        # `ray start` turns token authentication on; its clients must ask for it.
-        client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}", "RAY_AUTH_MODE": "token"}
-        _until_ok(
-            [
-                str(BIN / "serve"),
-                "start",
-                "--http-host",
-                "127.0.0.1",
-                "--http-port",
-                str(http_port),
-            ],
-            client_env,
-            deadline=90,
-        )
-        yield client_env, f"http://127.0.0.1:{http_port}"
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:
-    """Run ``command`` until it succeeds; the node may still be starting."""
-    end = time.monotonic() + deadline
-    while True:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-        if done.returncode == 0:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"{command} kept failing:\n{done.stdout}\n{done.stderr}")
-        time.sleep(2)
-
-
 STATUS_SCRIPT = """
 import json, ray
 from ray import serve
@@ -105,9 +61,9 @@ print(json.dumps({"status": str(app.status.value), "replicas": {
 
 
 def test_example_2_through_serve_run_on_a_ray_start_cluster(
-    ray_cluster: tuple[dict[str, str], str],
+    ray_cluster: RayCluster, iris_bento: str
 ) -> None:
-    env, url = ray_cluster
+    env, url = ray_cluster.env, ray_cluster.serve_url
     done = subprocess.run(
         [str(BIN / "serve"), "run", "bento_ray_scaled:classifier", "--non-blocking"],
         cwd=IRIS, env=env, capture_output=True, text=True, timeout=300,

@@ -27,6 +27,8 @@ def deployment(
     batching_config: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     *,
     runners_deployment_config_map: Mapping[str, Mapping[str, Any]] | None = None,
+    bento_uri: str | None = None,
+    install_requirements: bool = False,
 ) -> Application:
     """Turn a Bento into a Ray Serve application.
 
@@ -46,6 +48,13 @@ def deployment(
         batching_config: runner (or service) name -> method (or API) name -> ``serve.batch``
             options.
         runners_deployment_config_map: BentoML 1.4's name for ``runner_deployment_config``.
+        bento_uri: where every node (and this driver) fetches the Bento from: an archive
+            made by ``bentoml export`` at any fsspec URI (``s3://``, ``gs://``,
+            ``file://``, a path) or a Bento folder on a shared filesystem. Unset, the Bento
+            comes from this driver's store and Ray ships it to the nodes.
+        install_requirements: install the Bento's Python requirements in every replica
+            (runtime_env ``pip``). Off by default: installs are slow, and the nodes
+            usually have them.
 
     Returns:
         An application for ``serve.run(app)`` or ``serve run module:attr``.
@@ -53,7 +62,7 @@ def deployment(
     Raises:
         InvalidDeploymentConfig: an option, runner, method or value that is not allowed;
             the message names it and what is allowed.
-        BentoNotFound: the tag is not in the BentoML store.
+        BentoNotFound: the tag is not in the BentoML store (or at ``bento_uri``).
     """
     if runners_deployment_config_map is not None:
         if runner_deployment_config is not None:
@@ -66,7 +75,11 @@ def deployment(
         raise InvalidDeploymentConfig(
             f"enable_batching must be True, False or None, not {enable_batching!r}."
         )
-    source, svc = resolve_target(target)
+    if not isinstance(install_requirements, bool):
+        raise InvalidDeploymentConfig(
+            f"install_requirements must be True or False, not {install_requirements!r}."
+        )
+    source, svc = resolve_target(target, bento_uri, install_requirements)
     if isinstance(svc, LegacyService):
         return build_runner_application(
             source,

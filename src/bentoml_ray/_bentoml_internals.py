@@ -11,6 +11,7 @@ that says so, and ``tests/test_bentoml_internals.py`` fails loudly on it before 
 from __future__ import annotations
 
 import os
+import pathlib
 from typing import Any
 
 import bentoml
@@ -55,6 +56,25 @@ def bentoml_home() -> str:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     return str(BentoMLContainer.bentoml_home.get())
+
+
+def bento_model_paths(bento: bentoml.Bento) -> dict[bentoml.Tag, pathlib.Path]:
+    """The store folders of the BentoML models ``bento`` uses, for shipping it whole.
+
+    ``Bento.info.all_models`` (what ``bentoml export`` bundles) has no public equivalent.
+    Models from other registries (Hugging Face) are fetched by BentoML itself at load, and
+    models the Bento already bundles travel inside its folder.
+    """
+    bundled = bento.path_of("models")
+    paths: dict[bentoml.Tag, pathlib.Path] = {}
+    for model in bento.info.all_models:
+        if getattr(model, "registry", "bentoml") != "bentoml":
+            continue
+        tag = bentoml.Tag.from_taglike(model.tag)
+        if os.path.isdir(os.path.join(bundled, tag.name, str(tag.version))):
+            continue
+        paths[tag] = pathlib.Path(bentoml.models.get(tag).path)
+    return paths
 
 
 def api_server_timeout() -> float | None:

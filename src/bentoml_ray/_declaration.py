@@ -1,4 +1,4 @@
-"""Declaring Ray Serve deployments: unique names, the Bento's environment, Ray's own checks."""
+"""Declaring Ray Serve deployments: unique names, the Bento's runtime_env, Ray's own checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ray.serve import Deployment
 
 from ._bento_source import BentoSource
 from ._errors import InvalidDeploymentConfig
+from ._runtime_env import merge_runtime_env
 
 
 class DeploymentDeclarer:
@@ -29,8 +30,9 @@ class DeploymentDeclarer:
     ) -> Deployment:
         """``serve.deployment(cls, ...)`` with the Bento's environment merged in.
 
-        ``env_vars`` (derived from the Bento) go under the user's own ``runtime_env``
-        ``env_vars``: the user's values win.
+        The Bento's runtime_env (its package, env vars, requirements) and ``env_vars``
+        (derived from the service) go under the user's own ``runtime_env``: the user's
+        values win, and fields that cannot be merged raise.
         """
         options = dict(options)
         name = options.pop("name", default_name)
@@ -46,13 +48,11 @@ class DeploymentDeclarer:
         self.declared[name] = what
 
         actor_options = dict(options.get("ray_actor_options") or {})
-        runtime_env = dict(actor_options.get("runtime_env") or {})
-        runtime_env["env_vars"] = {
-            **self.source.env_vars,
-            **(env_vars or {}),
-            **(runtime_env.get("env_vars") or {}),
-        }
-        actor_options["runtime_env"] = runtime_env
+        derived = dict(self.source.runtime_env)
+        derived["env_vars"] = {**(derived.get("env_vars") or {}), **(env_vars or {})}
+        runtime_env = merge_runtime_env(derived, actor_options.get("runtime_env"), what)
+        if runtime_env:
+            actor_options["runtime_env"] = runtime_env
         options["ray_actor_options"] = actor_options
         try:
             return serve.deployment(name=name, **options)(cls)
