@@ -44,3 +44,9 @@ def test_swagger_ui_assets_and_home() -> None:
     assert "swagger-ui" in internals.INDEX_HTML
     assert os.path.isfile(os.path.join(internals.STATIC_CONTENT_DIR, "swagger-ui-bundle.js"))
     assert os.path.isdir(internals.bentoml_home())
+
+
+def test_a_bentos_models_are_found_for_shipping(iris_bento: str) -> None:
+    paths = internals.bento_model_paths(bentoml.get(iris_bento))
+    assert [tag.name for tag in paths] == ["iris_clf"]
+    assert all((path / "model.yaml").is_file() for path in paths.values())

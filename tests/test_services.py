@@ -183,7 +183,8 @@ def test_service_config_becomes_ray_options(graph_url: str) -> None:
     assert sum(root.replica_states.values()) == 2  # workers=2
     replica = httpx.post(f"{graph_url}/replica", json={}, timeout=30).json()
     assert replica["started"] is True  # @bentoml.on_startup ran before traffic
-    assert replica["colour"] == "blue"  # envs
+    assert replica["colour"] == "blue"  # the service's envs
+    assert replica["shape"] == "diamond"  # the bentofile's envs
     assert replica["prepared"] == "yes"  # @bentoml.on_deployment ran in the replica
     assert replica["resources"]["CPU"] == 0.5  # resources.cpu "500m"
     assert replica["resources"]["memory"] == 64 * 2**20  # resources.memory "64Mi"

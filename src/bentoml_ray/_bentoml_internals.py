@@ -137,6 +137,7 @@ __all__ = [
     "ServiceAppFactory",
     "ServiceContext",
     "api_server_timeout",
+    "bento_model_paths",
     "bentoml_home",
     "get_original_func",
     "is_async_callable",
