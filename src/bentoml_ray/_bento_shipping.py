@@ -51,7 +51,7 @@ def cache_root() -> Path:
 
 
 def package_name(tag: bentoml.Tag) -> str:
-    """The importable folder name a shipped Bento is found under on a replica's sys.path."""
+    """The folder name of a Bento laid out for shipping: one per tag, recognisable."""
     return "bentoml_ray_bento_" + hashlib.sha256(str(tag).encode()).hexdigest()[:20]
 
 
@@ -146,11 +146,18 @@ def fetch_shipped(package: str, depot_node: str, tag: bentoml.Tag) -> Path:
         return cached
 
     def download(target: Path) -> None:
-        depot = ray.get_actor(f"depot-{depot_node}", namespace=DEPOT_NAMESPACE)
-        size = ray.get(depot.archive_size.remote(package))
-        with target.open("wb") as sink:
-            for offset in range(0, size, _CHUNK):
-                sink.write(ray.get(depot.read.remote(package, offset, _CHUNK)))
+        try:
+            depot = ray.get_actor(f"depot-{depot_node}", namespace=DEPOT_NAMESPACE)
+            size = ray.get(depot.archive_size.remote(package))
+            with target.open("wb") as sink:
+                for offset in range(0, size, _CHUNK):
+                    sink.write(ray.get(depot.read.remote(package, offset, _CHUNK)))
+        except (ValueError, ray.exceptions.RayError) as exc:
+            raise BentoNotFound(
+                f"Bento {tag} could not be shipped from node {depot_node} ({exc}). Its node "
+                "must stay in the cluster and hold the folder (a Ray Client driver's does "
+                "not): give bento_uri= to fetch it from a URI instead."
+            ) from exc
 
     return _fetch_once(f"depot {depot_node[:12]}", tag, download)
 
