@@ -14,6 +14,7 @@ from . import _bentoml_ray_alias
 from ._application import deployment
 from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
 from ._runner_application import api_server_deployment_name, runner_deployment_name
+from ._serve_config import application_builder
 from ._service_application import service_deployment_name
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "BentoRayError",
     "InvalidDeploymentConfig",
     "api_server_deployment_name",
+    "application_builder",
     "deployment",
     "runner_deployment_name",
     "service_deployment_name",
