@@ -32,6 +32,7 @@ import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
 from bentoml_ray._cli import main
 from bentoml_ray._options_file import read_options_file
+from bentoml_ray._serve_config import rayservice_name
 
 VIRGINICA = [[5.9, 3.0, 5.1, 1.8]]
 CLI = str(BIN / "bentoml-ray")
@@ -144,6 +145,7 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
     assert result.exit_code == 0, result.output
     text = manifest_path.read_text()
     assert text.startswith("#") and "bentoml-ray installed" in text
+    assert "serveConfigV2: |\n    applications:" in text  # a block operators can read
     manifest = yaml.safe_load(text)
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
     assert manifest["metadata"] == {"name": "iris-classifier"}
@@ -166,6 +168,12 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
     assert {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams"} <= set(workers)
     [worker_container] = workers["template"]["spec"]["containers"]
     assert worker_container["name"] == "ray-worker"
+
+    # KubeRay takes a DNS-1035 label of at most 47 characters.
+    names = ["ReviewScorer", "iris_classifier", "_a.B", "9lives", "x" * 60, "--"]
+    assert [rayservice_name(name) for name in names] == [
+        "review-scorer", "iris-classifier", "a-b", "lives", "x" * 47, "bento"
+    ]  # fmt: skip
 
 
 # --- real processes --------------------------------------------------------------------
@@ -232,16 +240,11 @@ def _finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, 
     return process.returncode, out, err
 
 
-def _wait_running(cluster: RayCluster, app: str, deadline: float) -> dict[str, Any]:
-    while True:
-        code, out, err = _finish(_cli(cluster, "status", "--json"))
-        assert code == 0, err[-3000:]
-        status: dict[str, Any] = json.loads(out)["applications"].get(app, {})
-        if status.get("status") == "RUNNING":
-            return status
-        assert status.get("status") != "DEPLOY_FAILED", status
-        assert time.monotonic() < deadline, json.dumps(status)
-        time.sleep(2)
+def _wait_for_200(url: str, deadline: float) -> None:
+    while (answer := httpx.post(url, json=VIRGINICA, timeout=30)).status_code != 200:
+        assert time.monotonic() < deadline, (url, answer.status_code, answer.text)
+        time.sleep(1)
+    assert answer.json() == [2], answer.text
 
 
 def test_deploy_status_delete_on_a_cluster(
@@ -267,40 +270,42 @@ def test_deploy_status_delete_on_a_cluster(
     config = tmp_path / "serve_config.yaml"
     apps = ("cli_cfg", "cli_deploy")
     try:
-        code, _, err = _finish(
-            _cli(ray_cluster, "build", iris_bento, "--config", config_options,
-                 "--name", "cli_cfg", "-o", str(config))
-        )  # fmt: skip
-        assert code == 0, err[-3000:]
+        # The CLI deploys one application (and waits for it) while Serve builds the other
+        # from its config: they overlap, as they would for two operators.
         start = time.monotonic()
+        deploy = _cli(ray_cluster, "deploy", iris_bento, "--address", ray_cluster.address,
+                      "--config", deploy_options, "--name", "cli_deploy")  # fmt: skip
+        build = ["build", iris_bento, "--config", config_options, "--name", "cli_cfg"]
+        result = CliRunner().invoke(main, [*build, "-o", str(config)])  # no Ray needed
+        assert result.exit_code == 0, result.output
         serve_deploy = subprocess.run(
             [str(BIN / "serve"), "deploy", str(config), "--address", ray_cluster.dashboard_url],
             env=ray_cluster.env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert serve_deploy.returncode == 0, serve_deploy.stderr[-3000:]
 
-        # While Serve builds that one, the CLI deploys the other and waits for it.
-        code, out, err = _finish(
-            _cli(ray_cluster, "deploy", iris_bento, "--address", ray_cluster.address,
-                 "--config", deploy_options, "--name", "cli_deploy")
-        )  # fmt: skip
+        code, out, err = _finish(deploy)
         assert code == 0, out[-3000:] + err[-3000:]
+        print(f"bentoml-ray deploy returned after {time.monotonic() - start:.1f} s")
         assert "iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING)" in out, out
         assert out.rstrip().endswith(f"'cli_deploy' is RUNNING ({iris_bento}, route /cli_deploy).")
+        _wait_for_200(f"{ray_cluster.serve_url}/cli_deploy/classify", deadline=start + 60)
+        _wait_for_200(f"{ray_cluster.serve_url}/cli_cfg/classify", deadline=start + 240)
+        print(f"both answer after {time.monotonic() - start:.1f} s")
 
-        deployed = _wait_running(ray_cluster, "cli_cfg", deadline=start + 240)
-        print(f"serve deploy RUNNING after {time.monotonic() - start:.1f} s")
-        assert deployed["deployments"]["iris_classifier"]["replicas"] == {"RUNNING": 1}
-        for prefix in ("/cli_cfg", "/cli_deploy"):
-            answer = httpx.post(f"{ray_cluster.serve_url}{prefix}/classify", json=VIRGINICA)
-            assert answer.status_code == 200 and answer.json() == [2], (prefix, answer.text)
-
-        code, out, err = _finish(_cli(ray_cluster, "status"))
-        assert code == 0, err[-3000:]
-        lines = out.splitlines()
+        (code, text, err), (json_code, as_json, json_err) = map(
+            _finish, [_cli(ray_cluster, "status"), _cli(ray_cluster, "status", "--json")]
+        )
+        assert code == 0 and json_code == 0, err[-3000:] + json_err[-3000:]
+        lines = text.splitlines()
         for app in apps:
-            assert f"{app}: RUNNING" in lines, out
-        assert "  iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING)" in lines, out
+            assert f"{app}: RUNNING" in lines, text
+        assert "  iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING)" in lines, text
+        status = json.loads(as_json)["applications"]["cli_cfg"]
+        assert status["status"] == "RUNNING", status
+        assert status["deployments"]["iris_classifier"] == {
+            "status": "HEALTHY", "message": "", "replicas": {"RUNNING": 1}
+        }  # fmt: skip
 
         deletes = [_cli(ray_cluster, "delete", name) for name in (*apps, "no_such_app")]
         results = [_finish(process) for process in deletes]

@@ -200,7 +200,8 @@ def default_image() -> str:
 
 def rayservice_name(name: str) -> str:
     """A valid RayService name (DNS-1035 label, at most 47 characters) derived from ``name``."""
-    label = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", name)  # ReviewScorer -> Review-Scorer
+    label = re.sub(r"[^a-z0-9-]+", "-", words.lower())
     label = re.sub(r"^[^a-z]+", "", label)[:_MAX_RAYSERVICE_NAME]
     return label.rstrip("-") or "bento"
 
@@ -233,7 +234,7 @@ def rayservice_manifest(
         "kind": "RayService",
         "metadata": {"name": metadata_name},
         "spec": {
-            "serveConfigV2": str(yaml.safe_dump(dict(config), sort_keys=False)),
+            "serveConfigV2": dump_yaml(config),
             "rayClusterConfig": {
                 "rayVersion": ray.__version__,
                 "headGroupSpec": {
@@ -282,6 +283,27 @@ def rayservice_manifest(
     }
 
 
+class _PlainDumper(yaml.SafeDumper):  # type: ignore[misc]
+    """YAML without anchors and aliases: a value given twice is written out twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: Any, data: str) -> Any:
+    """Multi-line strings (``serveConfigV2``) as literal blocks, readable as they are."""
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_PlainDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """``data`` as block-style YAML in its own key order, for people to read and edit."""
+    return str(yaml.dump(dict(data), Dumper=_PlainDumper, sort_keys=False))
+
+
 def config_yaml(config: Mapping[str, Any], tag: str) -> str:
     """The Serve config as a YAML file, with a header saying how to deploy it."""
     header = (
@@ -290,7 +312,7 @@ def config_yaml(config: Mapping[str, Any], tag: str) -> str:
         "# Every node needs bentoml-ray installed, and the Bento's requirements unless\n"
         "# install_requirements is set; args.bento_uri must be readable from every node.\n"
     )
-    return header + str(yaml.safe_dump(dict(config), sort_keys=False))
+    return header + dump_yaml(config)
 
 
 def manifest_yaml(manifest: Mapping[str, Any], tag: str) -> str:
@@ -302,7 +324,7 @@ def manifest_yaml(manifest: Mapping[str, Any], tag: str) -> str:
         "# Bento's requirements unless install_requirements is set; args.bento_uri in\n"
         "# serveConfigV2 must be reachable from the pods (s3://, gs://, https://).\n"
     )
-    return header + str(yaml.safe_dump(dict(manifest), sort_keys=False))
+    return header + dump_yaml(manifest)
 
 
 def _get_bento(tag: str) -> bentoml.Bento:
