@@ -286,7 +286,7 @@ def test_deploy_status_delete_on_a_cluster(
 
         code, out, err = _finish(deploy)
         assert code == 0, out[-3000:] + err[-3000:]
-        print(f"bentoml-ray deploy returned after {time.monotonic() - start:.1f} s")
+        print(f"bentoml-ray deploy returned after {time.monotonic() - start:.1f} s:\n{out}")
         assert "iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING)" in out, out
         assert out.rstrip().endswith(f"'cli_deploy' is RUNNING ({iris_bento}, route /cli_deploy).")
         _wait_for_200(f"{ray_cluster.serve_url}/cli_deploy/classify", deadline=start + 60)
