@@ -74,6 +74,41 @@ def test_non_batchable_method_and_sync_api_still_work(batched_url: str) -> None:
     assert response.json() == {"count": 3}
 
 
+def _deployments(app_name: str) -> set[str]:
+    from ray import serve
+
+    return set(serve.status().applications[app_name].deployments)
+
+
+def test_an_embedded_runner_has_no_deployment_and_batches_in_the_api_server(
+    batched_url: str,
+) -> None:
+    """large_batches is declared embedded; the module fixture's batching test covers it."""
+    assert _deployments("batching") == {"batch_probe", "batch_probe.runner.small_batches"}
+
+
+def test_embedded_is_an_option_both_ways(serve_url: str, probe_bento: str) -> None:
+    """Options move small_batches into the API server and large_batches out of it; sync
+    calls, streams and batches still work."""
+    app = bentoml_ray.deployment(
+        probe_bento,
+        None,
+        {"small_batches": {"embedded": True}, "large_batches": {"embedded": False}},
+        enable_batching=True,
+        batching_config={"small_batches": {"list_batch": {"max_batch_size": 4}}},
+    )
+    with deployed(app, "swapped", route_prefix="/swapped"):
+        url = f"{serve_url}/swapped"
+        assert _deployments("swapped") == {"batch_probe", "batch_probe.runner.large_batches"}
+        assert 1 < max(_batch_sizes(url, "small", "list")) <= 4
+        response = httpx.post(f"{url}/describe", json={"values": [1, 2]}, timeout=30)
+        assert response.status_code == 200 and response.json() == {"count": 2}, response.text
+        with httpx.stream("POST", f"{url}/countdown", json={"n": 2}, timeout=30) as streamed:
+            assert "".join(streamed.iter_text()) == "2\n1\n"
+        # In its own deployment now, batching with Ray's defaults (max_batch_size 10).
+        assert 1 < max(_batch_sizes(url, "large", "list")) <= 10
+
+
 def test_nothing_is_batched_without_enable_batching(serve_url: str, probe_bento: str) -> None:
     with deployed(bentoml_ray.deployment(probe_bento), "unbatched", route_prefix="/unbatched"):
         for runner in ("small", "large"):

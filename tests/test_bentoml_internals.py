@@ -24,6 +24,7 @@ def test_runner_handle_interface_is_what_ray_runner_handle_implements() -> None:
     for method in ("is_ready", "run_method", "async_run_method", "async_stream_method"):
         assert hasattr(internals.RunnerHandle, method), method
     assert hasattr(internals.Runner, "init_client") and hasattr(internals.Runner, "init_local")
+    assert issubclass(internals.LocalRunnerRef, internals.RunnerHandle)
 
 
 def test_io_descriptor_internals() -> None:

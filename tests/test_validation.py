@@ -66,6 +66,24 @@ def test_invalid_runner_values_name_the_runner(iris_bento: str) -> None:
     )
 
 
+def test_embedded_runner_options(probe_bento: str) -> None:
+    """An embedded runner has no deployment: scaling options for it are refused, by name."""
+    message = _raises(
+        "runner 'large_batches' is embedded", probe_bento, None,
+        {"large_batches": {"num_replicas": 2, "max_retries": 1}},
+    )  # fmt: skip
+    assert "'max_retries', 'num_replicas' cannot apply" in message
+    assert "service_deployment_config" in message and "embedded: false" in message
+    message = _raises("embedded of runner 'small_batches' must be true", probe_bento, None,
+                      {"small_batches": {"embedded": "yes"}})  # fmt: skip
+    assert "(here: false)" in message
+    # Both directions are allowed: out of the API server, and into it.
+    bentoml_ray.deployment(
+        probe_bento, None, {"large_batches": {"embedded": False, "num_replicas": 2}}
+    )
+    bentoml_ray.deployment(probe_bento, None, {"small_batches": {"embedded": True}})
+
+
 def test_options_must_be_dicts(iris_bento: str) -> None:
     _raises("must be a dict", iris_bento, ["num_replicas", 2])
     _raises("runner_deployment_config must be a dict", iris_bento, None, "iris_clf")

@@ -1,4 +1,4 @@
-"""The ingress deployment: BentoML's HTTP surface, with runners reached over Ray handles."""
+"""The ingress deployment: BentoML's HTTP surface, runners reached over Ray handles or embedded."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from ._bento_source import BentoSource
 from ._http_app import build_http_app
+from ._local_runner import LocalRunnerHandle
 from ._replica_retry import CallTarget
 from ._runner_handle import RayRunnerHandle
 
@@ -22,7 +23,11 @@ class APIServerDeployment:
     """
 
     def __init__(
-        self, source: BentoSource, runners: dict[str, CallTarget], route_prefix: str
+        self,
+        source: BentoSource,
+        runners: dict[str, CallTarget],
+        embedded: dict[str, dict[str, dict[str, Any]]],
+        route_prefix: str,
     ) -> None:
         self.svc: Any = source.load()
         # ``bentoml serve`` runs these once, before its workers; on Ray, once per replica.
@@ -30,7 +35,10 @@ class APIServerDeployment:
             hook()
         self.route_prefix = route_prefix
         for runner in self.svc.runners:
-            runner.init_client(RayRunnerHandle, runners[runner.name])
+            if runner.name in embedded:  # its model, and its batching, live in this replica
+                runner.init_client(LocalRunnerHandle, embedded[runner.name])
+            else:
+                runner.init_client(RayRunnerHandle, runners[runner.name])
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self.svc, self.route_prefix)

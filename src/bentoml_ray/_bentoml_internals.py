@@ -30,6 +30,7 @@ try:
     from bentoml._internal.runner.container import AutoContainer
     from bentoml._internal.runner.runner import Runner, RunnerMethod
     from bentoml._internal.runner.runner_handle import RunnerHandle
+    from bentoml._internal.runner.runner_handle.local import LocalRunnerRef
     from bentoml._internal.server import http_app as _bentoml_http_app
     from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware
     from bentoml._internal.service.inference_api import InferenceAPI
@@ -128,6 +129,7 @@ __all__ = [
     "IODescriptor",
     "InferenceAPI",
     "LegacyService",
+    "LocalRunnerRef",
     "MaxConcurrencyMiddleware",
     "NewService",
     "NumpyNdarray",

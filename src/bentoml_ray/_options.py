@@ -32,6 +32,9 @@ API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
 #: Options bentoml-ray takes for runner and dependency-service deployments on top of Ray's.
 CALLEE_OPTIONS: frozenset[str] = frozenset({"max_retries"})
 
+#: Options bentoml-ray takes for runners on top of ``CALLEE_OPTIONS``.
+RUNNER_OPTIONS: frozenset[str] = CALLEE_OPTIONS | {"embedded"}
+
 
 def did_you_mean(name: str, allowed: Iterable[str]) -> str:
     """A short hint naming the closest allowed spelling, or nothing."""
@@ -114,5 +117,18 @@ def check_max_retries(value: object, what: str) -> int:
             f"max_retries of {what} must be a whole number from 0 (never retry a call whose "
             f"replica died) to {MAX_RETRIES_LIMIT}, not {value!r}; "
             f"unset, calls are retried {DEFAULT_MAX_RETRIES} times."
+        )
+    return value
+
+
+def check_embedded(value: object, declared: bool, what: str) -> bool:
+    """Whether ``what`` runs inside the API server's replica; unset, as the Bento declares."""
+    if value is None:
+        return declared
+    if not isinstance(value, bool):
+        raise InvalidDeploymentConfig(
+            f"embedded of {what} must be true (run the model inside the API server's replica) "
+            f"or false (a deployment of its own), not {value!r}; unset, as the Bento declares "
+            f"(here: {str(declared).lower()})."
         )
     return value

@@ -7,7 +7,10 @@ Layout, for a service ``S`` with runners ``r1``, ``r2``::
     S.runner.r2        RunnerDeployment
 
 The API server receives one ``DeploymentHandle`` per runner (in a ``CallTarget``, with
-the runner's retry budget); a runner call is one handle call.
+the runner's retry budget); a runner call is one handle call. An *embedded* runner
+(``Runner(embedded=True)`` in the Bento, or ``embedded: true`` in its options) has no
+deployment: its model runs inside each API-server replica, which saves the hop and is
+what small CPU models want; it then scales with the API server.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from ._declaration import DeploymentDeclarer
 from ._errors import InvalidDeploymentConfig
 from ._options import (
     API_SERVER_OPTIONS,
-    CALLEE_OPTIONS,
+    RUNNER_OPTIONS,
     check_deployment_options,
+    check_embedded,
     check_mapping,
     check_max_retries,
     check_route_prefix,
@@ -92,11 +96,22 @@ def build_runner_application(
 
     declarer = DeploymentDeclarer(source)
     handles: dict[str, CallTarget] = {}
+    embedded: dict[str, dict[str, dict[str, Any]]] = {}
     for runner in svc.runners:
         what = f"runner {runner.name!r}"
         options = check_deployment_options(
-            runner_options.get(runner.name), what=what, extra=CALLEE_OPTIONS
+            runner_options.get(runner.name), what=what, extra=RUNNER_OPTIONS
         )
+        if check_embedded(options.pop("embedded", None), bool(runner.embedded), what):
+            if options:
+                raise InvalidDeploymentConfig(
+                    f"{what} is embedded: it runs inside the API server's replicas and has "
+                    f"no deployment of its own, so {', '.join(map(repr, sorted(options)))} "
+                    "cannot apply to it. Give these options to the API server "
+                    "(service_deployment_config), or set embedded: false."
+                )
+            embedded[runner.name] = plan.options_for(runner.name)
+            continue
         max_retries = check_max_retries(options.pop("max_retries", None), what)
         options.setdefault(
             "max_ongoing_requests",
@@ -118,4 +133,4 @@ def build_runner_application(
         api_options,
         api_what,
     )
-    return api_server.bind(source, handles, route_prefix)
+    return api_server.bind(source, handles, embedded, route_prefix)

@@ -363,7 +363,10 @@ def _configured_deployments(svc: Any, options: Mapping[str, Any]) -> list[dict[s
         or options.get("runners_deployment_config_map")
         or {}
     )
+    declared_embedded = {r.name for r in svc.runners if r.embedded} if legacy else set()
     for callee, callee_options in runner_options.items():
+        if dict(callee_options or {}).get("embedded", callee in declared_embedded):
+            continue  # runs inside the API server: no deployment of its own
         add(
             runner_deployment_name(svc.name, callee) if legacy else service_deployment_name(callee),
             callee_options,
