@@ -44,7 +44,7 @@ def test_the_shipped_package_is_the_bento_with_its_models_hard_linked(
     assert shipped.stat().st_ino == pathlib.Path(model.path, "model.yaml").stat().st_ino
     assert package_for_shipping(bento) == package  # once per version
     # A replica loads it as BentoML's containers do: models from inside the folder.
-    svc = bentoml.load(str(package))
+    svc = bentoml.load(str(package), reload=True)  # another test may have loaded a service.py
     assert svc.name == "iris_classifier"
 
 
