@@ -25,6 +25,7 @@ def test_runner_handle_interface_is_what_ray_runner_handle_implements() -> None:
         assert hasattr(internals.RunnerHandle, method), method
     assert hasattr(internals.Runner, "init_client") and hasattr(internals.Runner, "init_local")
     assert issubclass(internals.LocalRunnerRef, internals.RunnerHandle)
+    assert "_runnable" in internals.LocalRunnerRef.__init__.__code__.co_names  # runnable_of
 
 
 def test_io_descriptor_internals() -> None:

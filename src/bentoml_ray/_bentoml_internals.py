@@ -113,6 +113,11 @@ def prepare_task_store() -> None:
     Sqlite3Store.init_db(BentoMLContainer.result_store_file.get())
 
 
+def runnable_of(local: LocalRunnerRef) -> Any:
+    """The runnable instance (the loaded model) a ``LocalRunnerRef`` calls."""
+    return local._runnable
+
+
 def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
     dtype = getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
@@ -146,4 +151,5 @@ __all__ = [
     "numpy_dtype",
     "prepare_task_store",
     "resolve_dependency",
+    "runnable_of",
 ]
