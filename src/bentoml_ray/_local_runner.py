@@ -46,9 +46,10 @@ INLINE_BELOW_S = 0.001
 class CallDuration:
     """How long one runner method's calls take lately, to pick inline or a worker thread.
 
-    A slower call than the estimate counts at once; faster ones pull it down by a tenth
-    each, so a method that is sometimes slow stays in the thread. Unknown at first: the
-    first call runs in the thread.
+    A slower call than the estimate counts at once; a faster one pulls it halfway down, so
+    a method that is slow every time stays in the thread while one call delayed by the
+    machine (a preemption, a GC pause) sends only the next few there. Unknown at first:
+    the first call runs in the thread.
     """
 
     def __init__(self) -> None:
@@ -58,7 +59,7 @@ class CallDuration:
         if seconds >= self.estimate or self.estimate == math.inf:
             self.estimate = seconds
         else:
-            self.estimate = 0.9 * self.estimate + 0.1 * seconds
+            self.estimate = (self.estimate + seconds) / 2
 
     @property
     def short(self) -> bool:

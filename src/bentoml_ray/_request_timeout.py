@@ -11,43 +11,54 @@ the root replica runs, applies the service's ``traffic.timeout`` itself.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class RequestTimeout:
-    """ASGI middleware: 504 if the app has not started its answer within ``timeout`` s."""
+    """ASGI middleware: 504 if the app has not started its answer within ``timeout`` s.
+
+    A timer on the loop cancels the request's own task, as ``asyncio.timeout`` does:
+    no task per request (they cost about 4 % of a small model's replica).
+    """
 
     def __init__(self, app: ASGIApp, timeout: float | None) -> None:
         self.app = app
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.timeout:
+        task = asyncio.current_task()
+        if scope["type"] != "http" or not self.timeout or task is None:
             await self.app(scope, receive, send)
             return
-        started = asyncio.Event()
+        started = timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            if not started:
+                timed_out = True
+                task.cancel()
 
         async def noting_send(message: Message) -> None:
-            started.set()
+            nonlocal started
+            started = True  # the answer is under way: let it finish, however long
+            timer.cancel()
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, noting_send))
-        waiter = asyncio.ensure_future(started.wait())
+        timer = asyncio.get_running_loop().call_later(self.timeout, expire)
         try:
-            await asyncio.wait({task, waiter}, timeout=self.timeout, return_when="FIRST_COMPLETED")
-        except asyncio.CancelledError:  # the client left: stop the work too
-            task.cancel()
-            raise
+            await self.app(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            if not timed_out:  # the client left: the work stops, as it should
+                raise
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancel was ours, not theirs
+                task.uncancel()
+        except Exception:
+            if not timed_out:
+                raise  # what a call cancelled by the timeout raised is moot: the answer is 504
         finally:
-            waiter.cancel()
-        if started.is_set() or task.done():
-            await task  # the answer is under way (or done): let it finish, however long
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task  # what the cancelled call raised is moot: the answer is the 504
-        message = f"Not able to process the request in {self.timeout:g} seconds"
-        await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+            timer.cancel()
+        if timed_out and not started:
+            message = f"Not able to process the request in {self.timeout:g} seconds"
+            await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
