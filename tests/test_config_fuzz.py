@@ -185,7 +185,7 @@ def test_arguments_that_pass_the_checks_deploy_and_failures_deploy_nothing(
     )
     outcomes = {"raised": 0, "deployed": 0}
 
-    @settings(FUZZ, max_examples=6)
+    @settings(FUZZ, max_examples=4)
     @given(kwargs=deployable_arguments)
     def deploy(kwargs: dict[str, Any]) -> None:
         before = set(serve.status().applications)

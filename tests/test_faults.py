@@ -40,16 +40,22 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
 
 
 def _kill_under_load(
-    url: str, body: Any, app: str, deployment: str, check: Callable[[httpx.Response], bool]
+    url: str,
+    body: Any,
+    app: str,
+    deployment: str,
+    check: Callable[[httpx.Response], bool],
+    kill_both: bool = False,
 ) -> tuple[Load, float]:
-    """Kill one of ``deployment``'s two replicas under load; return the load and when the
-    replacement ran (``time.monotonic()``)."""
+    """Kill one of ``deployment``'s two replicas (or both) under load; return the load and
+    when the replacement ran (``time.monotonic()``)."""
     with Load(url, body, CONNECTIONS, check=check) as load:
         load.wait_for(WARM_UP)
         victims = replica_actor_names(app, deployment)
         assert len(victims) == 2, victims
         killed_at = time.monotonic()
-        kill_replica(victims[0])
+        for victim in victims if kill_both else victims[:1]:
+            kill_replica(victim)
         replaced_s = wait_replaced(app, deployment, victims, REPLACE_BOUND_S)
         replaced_at = time.monotonic()
         load.wait_for(len(load.outcomes) + AFTER)
@@ -132,10 +138,15 @@ def test_killing_a_dependency_replica_loses_no_request(
 def test_without_retries_the_killed_replicas_calls_fail(
     serve_url: str, fault_probe_bento: str
 ) -> None:
-    """``max_retries: 0`` opts out, which shows that the retries are what saved them."""
+    """``max_retries: 0`` opts out, which shows that the retries are what saved them.
+
+    Both replicas die here: Ray's router does not always spread 16 connections over both,
+    and a replica that was running nothing loses nothing (seen once: 0 failed of 248).
+    """
     app = "faults-no-retries"
     with deployed(_probe_app(fault_probe_bento, {"max_retries": 0}), app, route_prefix=f"/{app}"):
-        load, _ = _kill_under_load(f"{serve_url}/{app}/work", {"x": 7}, app, "Worker", _is_work)
+        url = f"{serve_url}/{app}/work"
+        load, _ = _kill_under_load(url, {"x": 7}, app, "Worker", _is_work, kill_both=True)
     assert load.failures, load.summary()
     assert all(failure.status == 500 for failure in load.failures), load.summary()
 
