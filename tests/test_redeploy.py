@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("serve_url")
 APP = "redeploy-iris"
 CONNECTIONS = 16
 #: Answers to wait for between steps, so that each step runs under load.
-BETWEEN = 100
+BETWEEN = 50
 
 
 def _is_virginica(response: httpx.Response) -> bool:
