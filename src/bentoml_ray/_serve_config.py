@@ -32,7 +32,7 @@ from ray.serve import Application
 from ._application import deployment
 from ._bentoml_internals import LegacyService
 from ._errors import BentoNotFound, InvalidDeploymentConfig
-from ._options import check_mapping, check_route_prefix
+from ._options import check_embedded, check_mapping, check_route_prefix
 from ._options_file import check_options
 from ._runner_application import api_server_deployment_name, runner_deployment_name
 from ._runtime_env import bento_requirements
@@ -365,7 +365,8 @@ def _configured_deployments(svc: Any, options: Mapping[str, Any]) -> list[dict[s
     )
     declared_embedded = {r.name for r in svc.runners if r.embedded} if legacy else set()
     for callee, callee_options in runner_options.items():
-        if dict(callee_options or {}).get("embedded", callee in declared_embedded):
+        embedded = dict(callee_options or {}).get("embedded")
+        if check_embedded(embedded, callee in declared_embedded, f"runner {callee!r}"):
             continue  # runs inside the API server: no deployment of its own
         add(
             runner_deployment_name(svc.name, callee) if legacy else service_deployment_name(callee),
