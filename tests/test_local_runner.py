@@ -12,7 +12,13 @@ import time
 
 import bentoml
 
-from bentoml_ray._local_runner import INLINE_BELOW_S, CallDuration, LocalRunnerHandle
+from bentoml_ray._call_placement import (
+    INLINE_BELOW_S,
+    MAX_BACKOFF,
+    PROBE_WALL_LIMIT_S,
+    CallPlacement,
+)
+from bentoml_ray._local_runner import LocalRunnerHandle
 
 
 class Probe(bentoml.legacy.Runnable):
@@ -45,6 +51,7 @@ def test_short_calls_run_inline_and_a_slow_one_sends_the_next_to_the_thread() ->
         assert {await where(0) for _ in range(3)} == {loop_thread}  # short: inline
         assert await where(0.02) == loop_thread  # still judged short before it ran
         assert await where(0) != loop_thread  # the slow call counts at once
+        assert await where(0) == loop_thread  # one short call in the thread: inline again
         # Concurrent callers, some in the thread, some inline: never two calls at once.
         await asyncio.gather(*(where(0.002 if i % 5 == 0 else 0) for i in range(40)))
         assert Probe.most_at_once == 1
@@ -52,13 +59,45 @@ def test_short_calls_run_inline_and_a_slow_one_sends_the_next_to_the_thread() ->
     asyncio.run(scenario())
 
 
-def test_call_duration_estimate() -> None:
-    duration = CallDuration()
-    assert not duration.short  # unknown
-    duration.record(INLINE_BELOW_S / 10)
-    assert duration.short
-    duration.record(0.5)  # one slow call: at once
-    assert duration.estimate == 0.5 and not duration.short
-    for _ in range(12):  # fast ones: halving it each
-        duration.record(0.0)
-    assert duration.short
+def test_a_call_that_waited_for_the_gil_in_the_thread_still_goes_back_inline() -> None:
+    placement = CallPlacement()
+    assert not placement.inline  # unknown: the thread
+    # 4 ms of wall time, most of it waiting for the GIL the loop held; 0.2 ms of CPU.
+    placement.record_thread(wall_s=0.004, cpu_s=0.0002)
+    assert placement.inline
+    placement.record_inline(INLINE_BELOW_S / 10)
+    assert placement.inline
+
+
+def test_one_slow_inline_call_costs_one_thread_call() -> None:
+    placement = CallPlacement()
+    placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
+    placement.record_inline(0.003)  # preempted once
+    assert not placement.inline
+    placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
+    assert placement.inline
+    placement.record_inline(0.0003)  # fast again: the next slow one costs one call again
+    placement.record_inline(0.003)
+    placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
+    assert placement.inline
+
+
+def test_a_model_slow_inline_but_idle_in_its_thread_is_tried_inline_ever_more_rarely() -> None:
+    """Work in other threads or on a device: little CPU in the calling thread."""
+    placement = CallPlacement()
+    tries = 0
+    for _ in range(20_000):
+        if placement.inline:
+            tries += 1
+            placement.record_inline(0.005)
+        else:
+            placement.record_thread(wall_s=0.005, cpu_s=0.0001)
+    assert tries <= 10 + 20_000 // MAX_BACKOFF
+
+
+def test_cpu_bound_or_long_calls_stay_in_the_thread() -> None:
+    placement = CallPlacement()
+    for _ in range(100):
+        placement.record_thread(wall_s=0.002, cpu_s=0.002)  # CPU-bound, past the limit
+        placement.record_thread(wall_s=PROBE_WALL_LIMIT_S, cpu_s=0.0)  # long, off-CPU
+    assert not placement.inline
