@@ -13,6 +13,7 @@ import time
 import bentoml
 
 from bentoml_ray._call_placement import (
+    FAST_STREAK,
     INLINE_BELOW_S,
     MAX_BACKOFF,
     PROBE_WALL_LIMIT_S,
@@ -76,7 +77,8 @@ def test_one_slow_inline_call_costs_one_thread_call() -> None:
     assert not placement.inline
     placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
     assert placement.inline
-    placement.record_inline(0.0003)  # fast again: the next slow one costs one call again
+    for _ in range(FAST_STREAK):  # fast again: the next slow one costs one call again
+        placement.record_inline(0.0003)
     placement.record_inline(0.003)
     placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
     assert placement.inline
@@ -92,12 +94,35 @@ def test_a_model_slow_inline_but_idle_in_its_thread_is_tried_inline_ever_more_ra
             placement.record_inline(0.005)
         else:
             placement.record_thread(wall_s=0.005, cpu_s=0.0001)
-    assert tries <= 10 + 20_000 // MAX_BACKOFF
+    assert tries <= 12 + 20_000 // MAX_BACKOFF  # doubling up to the cap, then capped
 
 
 def test_cpu_bound_or_long_calls_stay_in_the_thread() -> None:
     placement = CallPlacement()
     for _ in range(100):
         placement.record_thread(wall_s=0.002, cpu_s=0.002)  # CPU-bound, past the limit
-        placement.record_thread(wall_s=PROBE_WALL_LIMIT_S, cpu_s=0.0)  # long, off-CPU
     assert not placement.inline
+    placement.record_thread(wall_s=PROBE_WALL_LIMIT_S, cpu_s=0.0)  # long, off-CPU
+    for _ in range(MAX_BACKOFF - 1):
+        placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
+    assert not placement.inline  # a long call: the next inline try is MAX_BACKOFF calls away
+    placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
+    assert placement.inline
+
+
+def test_a_caller_that_leaves_does_not_let_the_next_call_overlap_its_thread_call() -> None:
+    runner = bentoml.legacy.Runner(Probe, name="probe_cancel")
+
+    async def scenario() -> None:
+        handle = LocalRunnerHandle(runner, {})
+        Probe.running = Probe.most_at_once = 0
+        first = asyncio.ensure_future(
+            handle.async_run_method(runner.where, 0.3)  # type: ignore[arg-type]
+        )  # unknown duration: in the worker thread
+        await asyncio.sleep(0.05)
+        first.cancel()  # the client went away; the thread cannot be stopped
+        await handle.async_run_method(runner.where, 0)  # type: ignore[arg-type]
+        assert Probe.most_at_once == 1
+        assert first.cancelled()
+
+    asyncio.run(scenario())

@@ -41,13 +41,16 @@ class LocalRunnerHandle(RunnerHandle):
     def __init__(self, runner: Runner, batching: Mapping[str, Mapping[str, Any]]) -> None:
         self._local = LocalRunnerRef(runner)  # instantiates the runnable: loads the model
         self._runnable = runnable_of(self._local)
-        # One model call at a time, as BentoML. An inline call never awaits, so it cannot
-        # overlap another inline call: calls queue on the lock only while a call runs in
-        # the worker thread. (anyio's limiter, used before, yields while holding its token,
-        # so once a queue formed every new call joined it and under load it never drained:
-        # 0.6x the throughput.)
+        # One model call at a time for async callers, as BentoML. An inline call never
+        # awaits, so it cannot overlap another inline call: calls queue on the lock only
+        # while a call runs in the worker thread. (anyio's limiter, used before, yields
+        # while holding its token, so once a queue formed every new call joined it and
+        # under load it never drained: 0.6x the throughput.)
         self._one_at_a_time = asyncio.Lock()
         self._thread_busy = False
+        # The worker thread's own token: anyio's shared pool can be full of sync API
+        # functions blocked on this very model (``LoopBridge``).
+        self._thread_token = anyio.CapacityLimiter(1)
         self._placements: dict[str, CallPlacement] = {}  # sync methods only
         self._batched: dict[str, Callable[[Call], Awaitable[Any]]] = {
             name: gated_batch(dict(options), self._batch_function(getattr(runner, name)))
@@ -83,23 +86,51 @@ class LocalRunnerHandle(RunnerHandle):
                 return await self._local.async_run_method(method, *args, **kwargs)
             placement = self._placements[method.name] = CallPlacement()
 
+        if placement.inline and not self._thread_busy:
+            return self._run_inline(placement, function, args, kwargs)  # no await at all
+        await self._one_at_a_time.acquire()
+        if placement.inline:  # decided when its turn has come
+            try:
+                return self._run_inline(placement, function, args, kwargs)
+            finally:
+                self._one_at_a_time.release()
+        return await self._run_in_thread(placement, function, args, kwargs)
+
+    async def _run_in_thread(
+        self,
+        placement: CallPlacement,
+        function: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """The call in the worker thread, the lock held until the thread is done.
+
+        A cancelled caller (its client left) stops waiting at once, but a thread cannot be
+        stopped: the lock is released when the model call really ends, not before.
+        """
+        timing: list[float] = []
+
         def in_thread() -> R:
             start, start_cpu = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                placement.record_thread(time.perf_counter() - start, time.thread_time() - start_cpu)
+                timing[:] = [time.perf_counter() - start, time.thread_time() - start_cpu]
 
-        if placement.inline and not self._thread_busy:
-            return self._run_inline(placement, function, args, kwargs)  # no await at all
-        async with self._one_at_a_time:
-            if placement.inline:  # decided when its turn has come
-                return self._run_inline(placement, function, args, kwargs)
-            self._thread_busy = True
-            try:
-                return await anyio.to_thread.run_sync(in_thread)
-            finally:
-                self._thread_busy = False
+        def finished(call: asyncio.Future[R]) -> None:
+            self._thread_busy = False
+            self._one_at_a_time.release()
+            if timing:
+                placement.record_thread(*timing)
+            if not call.cancelled():
+                call.exception()  # seen: a caller that left must not leave it unretrieved
+
+        self._thread_busy = True
+        call = asyncio.ensure_future(
+            anyio.to_thread.run_sync(in_thread, limiter=self._thread_token)
+        )
+        call.add_done_callback(finished)
+        return await asyncio.shield(call)
 
     @staticmethod
     def _run_inline(
