@@ -42,12 +42,11 @@ class LocalRunnerHandle(RunnerHandle):
         self._local = LocalRunnerRef(runner)  # instantiates the runnable: loads the model
         self._runnable = runnable_of(self._local)
         # One model call at a time for async callers, as BentoML. An inline call never
-        # awaits, so it cannot overlap another inline call: calls queue on the lock only
-        # while a call runs in the worker thread. (anyio's limiter, used before, yields
-        # while holding its token, so once a queue formed every new call joined it and
-        # under load it never drained: 0.6x the throughput.)
+        # awaits, so it cannot overlap another inline call; the lock is held only while a
+        # call runs in the worker thread, and only then do calls queue. (anyio's limiter,
+        # used before, yields while holding its token, so once a queue formed every new
+        # call joined it and under load it never drained: 0.6x the throughput.)
         self._one_at_a_time = asyncio.Lock()
-        self._thread_busy = False
         # The worker thread's own token: anyio's shared pool can be full of sync API
         # functions blocked on this very model (``LoopBridge``).
         self._thread_token = anyio.CapacityLimiter(1)
@@ -86,7 +85,7 @@ class LocalRunnerHandle(RunnerHandle):
                 return await self._local.async_run_method(method, *args, **kwargs)
             placement = self._placements[method.name] = CallPlacement()
 
-        if placement.inline and not self._thread_busy:
+        if placement.inline and not self._one_at_a_time.locked():
             return self._run_inline(placement, function, args, kwargs)  # no await at all
         await self._one_at_a_time.acquire()
         if placement.inline:  # decided when its turn has come
@@ -118,14 +117,12 @@ class LocalRunnerHandle(RunnerHandle):
                 timing[:] = [time.perf_counter() - start, time.thread_time() - start_cpu]
 
         def finished(call: asyncio.Future[R]) -> None:
-            self._thread_busy = False
             self._one_at_a_time.release()
             if timing:
                 placement.record_thread(*timing)
             if not call.cancelled():
                 call.exception()  # seen: a caller that left must not leave it unretrieved
 
-        self._thread_busy = True
         call = asyncio.ensure_future(
             anyio.to_thread.run_sync(in_thread, limiter=self._thread_token)
         )
