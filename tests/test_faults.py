@@ -162,7 +162,9 @@ def test_killing_an_ingress_replica_loses_only_its_running_requests(
         f"{serve_url}/{app}/work", {"x": 7}, app, deployment, _is_work
     )
     # At most the requests that were running in the killed replica: one per connection.
+    # Ray's proxy answers them 500, or (seen once in many runs, for the 1.2+ root) holds
+    # one until the client's 60 s timeout: no answer at all (status 0).
     assert len(load.failures) <= CONNECTIONS, load.summary()
-    assert all(failure.status == 500 for failure in load.failures), load.summary()
+    assert all(failure.status in (500, 0) for failure in load.failures), load.summary()
     # Once the replacement runs, every request is answered.
     assert not [f for f in load.failures if f.start > replaced_at], load.summary()
