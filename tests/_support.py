@@ -150,6 +150,8 @@ class RayCluster:
     #: The second node's (empty) BentoML store and its bentoml-ray cache.
     far_home: str
     far_cache_dir: str
+    #: Ray's temp folder, logs included, of both nodes.
+    temp_dir: str
 
 
 def run_until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:

@@ -137,8 +137,9 @@ def ray_cluster(bentoml_home: str) -> Iterator[RayCluster]:
         far_log = os.path.join(temp_dir, "ray-start-far.log")
         with ray_start_worker(far_env, port, far_log, 4, '--resources={"far": 100}'):
             client_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+            # Serve's default host: test_security checks it is loopback only.
             serve_start = [str(BIN / "serve"), "start", "--proxy-location", "HeadOnly"]
-            serve_start += ["--http-host", "127.0.0.1", "--http-port", str(http_port)]
+            serve_start += ["--http-port", str(http_port)]
             run_until_ok(serve_start, client_env, deadline=90)
             yield RayCluster(
                 address=f"127.0.0.1:{port}",
@@ -148,6 +149,7 @@ def ray_cluster(bentoml_home: str) -> Iterator[RayCluster]:
                 far_resource="far",
                 far_home=far_home,
                 far_cache_dir=far_cache,
+                temp_dir=temp_dir,
             )
     for path in (temp_dir, far_home, far_cache):
         shutil.rmtree(path, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 - BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends) are
   refused with 415 on every route of both kinds of Bento, before any route runs.
-- Everything works on a ``ray start`` node with token authentication on (Ray 2.60's
+- Everything works on a ``ray start`` cluster with token authentication on (Ray 2.60's
   default for ``ray start``); a driver with the wrong token is turned away.
 - With Serve's default HTTP options the proxy listens on 127.0.0.1 only.
 - A secret passed to a deployment's environment appears in no answer (``/docs.json``,
@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from _support import deployed, free_port, ray_start_head
+from _support import RayCluster, deployed
 
 import bentoml_ray
 
@@ -134,34 +130,33 @@ def test_a_secret_in_the_environment_never_reaches_an_answer(
         assert statuses[-1] == 500
 
 
-# --- a ray start node with token authentication ------------------------------------------
+# --- a ray start cluster with token authentication ----------------------------------------
 
 DRIVER = """
-import json, os, sys
+import json, sys
 import httpx, ray
 from ray import serve
 import bentoml_ray
 
-tag, port, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-serve.start(http_options={"port": port})  # Serve's default host
+tag, url, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+ray.init(log_to_driver=False)  # RAY_ADDRESS and the token come from the environment
 app = bentoml_ray.deployment(
     tag, {"ray_actor_options": {"runtime_env": {"env_vars": {"SERVICE_API_KEY": secret}}}}
 )
-serve.run(app, name="token_auth", route_prefix="/")
-url = f"http://127.0.0.1:{port}"
-out = {
-    "classify": httpx.post(f"{url}/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60).json(),
-    "status": httpx.post(f"{url}/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60).status_code,
-    "bad": httpx.post(f"{url}/classify", content=b"{", timeout=60).status_code,
-}
+serve.run(app, name="token_auth", route_prefix="/token-auth")
+try:
+    answer = httpx.post(f"{url}/token-auth/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60)
+    bad = httpx.post(f"{url}/token-auth/classify", content=b"{", timeout=60)
+    out = {"classify": answer.json(), "status": answer.status_code, "bad": bad.status_code}
+finally:
+    serve.delete("token_auth")
 print("RESULT " + json.dumps(out), flush=True)
 """
 
 WRONG_TOKEN_DRIVER = """
-import os, ray
+import ray
 try:
-    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    ray.init(log_to_driver=False)
 except Exception as exc:
     print("REFUSED", type(exc).__name__, flush=True)
 else:
@@ -180,69 +175,46 @@ def _non_loopback_address() -> str | None:
     return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
-@pytest.fixture(scope="module")
-def token_cluster(iris_bento: str, bentoml_home: str) -> Iterator[tuple[dict[str, str], str]]:
-    """A ``ray start --head`` node with token authentication and a token of the test's own."""
-    temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths are limited
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    env.update(
-        BENTOML_HOME=bentoml_home,
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=secrets.token_hex(32),  # never the user's ~/.ray/auth_token
-    )
-    try:
-        with ray_start_head(env, temp_dir, num_cpus=4) as gcs_port:
-            yield {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}, temp_dir
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _run_driver(script: str, env: dict[str, str], *args: str, deadline: float) -> str:
-    """Run a driver until it succeeds; the node may still be starting."""
-    end = time.monotonic() + deadline
-    while True:
-        done = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode == 0:
-            return done.stdout
-        if time.monotonic() > end:
-            raise AssertionError(f"the driver kept failing:\n{done.stdout}\n{done.stderr[-3000:]}")
-        time.sleep(2)
-
-
-def test_a_bento_serves_on_a_ray_start_node_with_token_authentication(
-    token_cluster: tuple[dict[str, str], str], iris_bento: str
+def test_a_bento_serves_on_a_ray_start_cluster_with_token_authentication(
+    ray_cluster: RayCluster, iris_bento: str
 ) -> None:
-    env, temp_dir = token_cluster
-    port = free_port()
-    output = _run_driver(DRIVER, env, iris_bento, str(port), SECRET, deadline=120)
+    # The session's cluster: two ``ray start`` nodes, token authentication on (conftest).
+    # A driver with another token, started alongside: Ray takes ~20 s to give it up.
+    wrong = {**ray_cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    with subprocess.Popen(
+        [sys.executable, "-c", WRONG_TOKEN_DRIVER],
+        env=wrong, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as refused:  # fmt: skip
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", DRIVER, iris_bento, ray_cluster.serve_url, SECRET],
+                env=ray_cluster.env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            refused_stdout, _ = refused.communicate(timeout=180)
+        finally:
+            refused.kill()  # a no-op once it has exited
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    output = done.stdout
     result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
     assert result == {"classify": [0], "status": 200, "bad": 400}
 
-    # Serve's default HTTP options: the proxy listens on loopback only.
-    assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=30).status_code == 200
+    # Serve's default HTTP host: the proxy listens on loopback only.
+    assert httpx.get(f"{ray_cluster.serve_url}/-/healthz", timeout=30).status_code == 200
     address = _non_loopback_address()
     if address is not None:
+        port = int(ray_cluster.serve_url.rsplit(":", 1)[1])
         with pytest.raises(OSError), socket.create_connection((address, port), timeout=5):
             pass
 
-    # A driver with another token is turned away.
-    wrong = {**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    refused = subprocess.run(
-        [sys.executable, "-c", WRONG_TOKEN_DRIVER],
-        env=wrong, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert "CONNECTED" not in refused.stdout, refused.stdout
+    # The driver with another token was turned away.
+    assert "CONNECTED" not in refused_stdout, refused_stdout
 
     # The secret given to the deployment's environment is in none of the logs: not the
     # replicas', the controller's, the proxy's or the driver's. (Ray's runtime-env agent
     # logs every runtime_env it sets up, env_vars included: that file is Ray's own record.)
     leaks = [
         str(path)
-        for path in pathlib.Path(temp_dir).rglob("*")
+        for path in pathlib.Path(ray_cluster.temp_dir).rglob("*")
         if path.is_file() and not path.name.startswith("runtime_env_agent")
         and SECRET.encode() in path.read_bytes()
     ]  # fmt: skip
