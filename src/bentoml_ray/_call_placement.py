@@ -2,17 +2,22 @@
 
 For a small model the hop to a worker thread (a thread wake-up and two GIL hand-offs)
 costs more than the model itself, so short calls run inline. Deciding "short" is the
-subtle part. A call timed in the worker thread looks slow when it only waited for the GIL
-that the busy event loop holds (up to Python's 5 ms switch interval per hand-off): judged
-by wall time, a fifth of a 0.3 ms model's calls went to the thread under load. A
-worker-thread call is therefore judged by the CPU time of its own thread, which GIL waits
-do not inflate, and an inline call by its wall time, which is what the loop really lost.
+subtle part: under load a call's wall time also counts the time its thread waited for
+the GIL while another thread held it (up to Python's 5 ms switch interval per hand-off).
+Judged by wall time, a fifth of a 0.3 ms model's calls went to the thread under load;
+and each inline call preempted by one of Ray's own threads sent the next calls to the
+thread, where the callers queued behind it (p90 latency 2-3x the hand-written
+deployment's). So a call is judged by the CPU time of its own thread, which GIL waits do
+not inflate.
 
-CPU time understates a model that computes in other threads or waits on a device: such a
-call looks short in the thread and is then slow inline. Each slow inline call doubles the
+CPU time understates a model that waits: on a device, on I/O, on its own threads. Inline,
+such a call holds up the loop although its CPU time is short; it shows as a long wall
+time on nearly every call, where a GIL wait shows on a few. So an inline call counts as
+slow if its CPU time passes ``INLINE_BELOW_S``, or its wall time does while such waits
+are common (``STALL_SHARE`` of the recent calls). Each slow inline call doubles the
 number of thread calls before the next inline try, up to ``MAX_BACKOFF``, until
-``FAST_STREAK`` inline calls in a row were fast again; so that kind of model stalls the
-loop ever more rarely, down to once in 1,024 calls. A call whose wall time in the thread
+``FAST_STREAK`` inline calls in a row were fast again; so a waiting model stalls the loop
+ever more rarely, down to once in 1,024 calls. A call whose wall time in the thread
 passes ``PROBE_WALL_LIMIT_S`` puts the next inline try ``MAX_BACKOFF`` calls away.
 """
 
@@ -32,8 +37,15 @@ PROBE_WALL_LIMIT_S = 0.1
 #: The most thread calls between two inline tries of a model that keeps being slow inline.
 MAX_BACKOFF = 1024
 
-#: Fast inline calls in a row after which a slow one is taken for a hiccup (a preemption,
-#: a GC pause) and costs a single thread call again.
+#: The share of recent inline calls with a long wall time (but short CPU time) above which
+#: such a call counts as slow: the model waits, rather than its thread waiting for the GIL.
+STALL_SHARE = 0.25
+
+#: How many recent inline calls that share is taken over (an exponential average).
+STALL_WINDOW = 16
+
+#: Fast inline calls in a row after which a slow one is taken for a hiccup (a garbage
+#: collection in the call, say) and costs a single thread call again.
 FAST_STREAK = 16
 
 
@@ -48,9 +60,12 @@ class CallPlacement:
         self._backoff = 1  # thread calls to wait after the next slow inline call
         self._wait = 1  # short thread calls still to see before trying inline
         self._fast_streak = 0
+        self._stall_share = 0.0  # of recent inline calls, long in wall time
 
-    def record_inline(self, wall_s: float) -> None:
-        if wall_s < INLINE_BELOW_S:
+    def record_inline(self, wall_s: float, cpu_s: float) -> None:
+        stalled = wall_s >= INLINE_BELOW_S
+        self._stall_share += (float(stalled) - self._stall_share) / STALL_WINDOW
+        if cpu_s < INLINE_BELOW_S and not (stalled and self._stall_share >= STALL_SHARE):
             self._fast_streak += 1
             if self._fast_streak >= FAST_STREAK:
                 self._backoff = 1

@@ -136,11 +136,11 @@ class LocalRunnerHandle(RunnerHandle):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> R:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         try:
             return function(*args, **kwargs)
         finally:
-            placement.record_inline(time.perf_counter() - start)
+            placement.record_inline(time.perf_counter() - start, time.thread_time() - start_cpu)
 
     def async_stream_method(  # type: ignore[override]
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
