@@ -14,7 +14,8 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
+from ._api_dispatch import APIDispatch, DirectRoute, Endpoint
 from ._bentoml_internals import (
     INDEX_HTML,
     JSON,
@@ -66,8 +69,47 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     return JSONResponse(_ERROR_PREFIX + message, status_code=status_code)
 
 
-def _expects_json(api: InferenceAPI[Any]) -> bool:
-    return isinstance(api.input, NumpyNdarray | JSON)
+@dataclass(frozen=True)
+class InputDecoder:
+    """An API's input descriptor, with the checks around it decided once per API."""
+
+    descriptor: Any
+    expects_json: bool  # JSON-bodied: the Content-Type is checked first
+    dtype: np.dtype[Any] | None  # a NumpyNdarray's declared dtype, checked after
+
+    @classmethod
+    def of(cls, api: InferenceAPI[Any]) -> InputDecoder:
+        descriptor = api.input
+        return cls(descriptor, isinstance(descriptor, NumpyNdarray | JSON), numpy_dtype(descriptor))
+
+    async def decode(self, request: Request) -> Any:
+        """Run the descriptor, turning every decoding failure into a ClientError."""
+        if self.expects_json:
+            _check_content_type(request)
+        try:
+            value = await self.descriptor.from_http_request(request)
+        except BentoMLException as exc:
+            status = exc.error_code.value
+            raise ClientError(status if 400 <= status < 500 else 400, str(exc)) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClientError(400, _explain_bad_json(await request.body(), exc)) from None
+        except Exception as exc:  # any other decoding failure is the request's fault too
+            raise ClientError(
+                400, f"{self.descriptor} could not decode the request: {exc}"
+            ) from None
+
+        dtype = self.dtype
+        if (
+            dtype is not None
+            and isinstance(value, np.ndarray)
+            and not np.can_cast(value.dtype, dtype, casting="same_kind")
+        ):
+            raise ClientError(
+                400,
+                f"{self.descriptor}: expected numbers castable to dtype {dtype}, but the "
+                f"request holds values of dtype {value.dtype}.",
+            )
+        return value
 
 
 def _check_content_type(request: Request) -> None:
@@ -83,34 +125,6 @@ def _check_content_type(request: Request) -> None:
     )
 
 
-async def _decode_input(api: InferenceAPI[Any], request: Request) -> Any:
-    """Run the API's input descriptor, turning every decoding failure into a ClientError."""
-    if _expects_json(api):
-        _check_content_type(request)
-    try:
-        value = await api.input.from_http_request(request)
-    except BentoMLException as exc:
-        status = exc.error_code.value
-        raise ClientError(status if 400 <= status < 500 else 400, str(exc)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ClientError(400, _explain_bad_json(await request.body(), exc)) from None
-    except Exception as exc:  # any other decoding failure is the request's fault too
-        raise ClientError(400, f"{api.input} could not decode the request: {exc}") from None
-
-    dtype = numpy_dtype(api.input)
-    if (
-        dtype is not None
-        and isinstance(value, np.ndarray)
-        and not np.can_cast(value.dtype, dtype, casting="same_kind")
-    ):
-        raise ClientError(
-            400,
-            f"{api.input}: expected numbers castable to dtype {dtype}, but the request "
-            f"holds values of dtype {value.dtype}.",
-        )
-    return value
-
-
 def _explain_bad_json(body: bytes, exc: Exception) -> str:
     # json.loads guesses UTF-16/32 from the first bytes, so judge the raw body ourselves.
     if not body.strip():
@@ -122,13 +136,14 @@ def _explain_bad_json(body: bytes, exc: Exception) -> str:
     return f"The request body is not valid JSON: {exc}"
 
 
-def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Awaitable[Response]]:
+def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Endpoint:
     is_async = is_async_callable(api.func)
+    decoder = InputDecoder.of(api)
 
     async def endpoint(request: Request) -> Response:
         with svc.context.in_request(request) as ctx:
             try:
-                value = await _decode_input(api, request)
+                value = await decoder.decode(request)
             except ClientError as exc:
                 return error_response(exc.status_code, str(exc))
             if api.multi_input:
@@ -157,7 +172,7 @@ def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Await
     return endpoint
 
 
-def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
+def build_http_app(svc: Any, route_prefix: str = "/") -> ASGIApp:
     """The ASGI app the API-server deployment serves, at ``route_prefix``."""
     ready = False
 
@@ -178,7 +193,7 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         # figures. Ray Serve's request metrics are at Ray's metrics export port instead.
         return Response(prometheus_client.generate_latest(), media_type=METRICS_MEDIA_TYPE)
 
-    routes: list[BaseRoute] = [
+    builtin_routes: list[BaseRoute] = [
         Route("/", index, name="home"),
         Route("/docs.json", docs, name="docs"),
         Route("/livez", livez, name="livez"),
@@ -187,13 +202,18 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         Route("/metrics", metrics, name="metrics"),
         Mount("/static_content", StaticFiles(directory=STATIC_CONTENT_DIR), name="static_content"),
     ]
-    for api in svc.apis.values():
-        path = api.route if api.route.startswith("/") else f"/{api.route}"
-        routes.append(
-            Route(path, _api_endpoint(svc, api), name=api.name, methods=api.input.HTTP_METHODS)
+    api_routes = [
+        Route(
+            api.route if api.route.startswith("/") else f"/{api.route}",
+            _api_endpoint(svc, api),
+            name=api.name,
+            methods=api.input.HTTP_METHODS,
         )
-    for app, path, name in svc.mount_apps:
-        routes.append(Mount(path, app=app, name=name))
+        for api in svc.apis.values()
+    ]
+    routes = [*builtin_routes, *api_routes]
+    for mounted, path, name in svc.mount_apps:
+        routes.append(Mount(path, app=mounted, name=name))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -210,15 +230,40 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
 
     if route_prefix != "/":
         routes = [Mount(route_prefix, routes=routes)]
-    middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
-    # Outermost first: refuse pickles and oversized bodies before anything reads them, then
-    # bound the request by BentoML's API-server timeout, as ``bentoml serve`` does.
-    middleware[:0] = [
+    body_limit = max_body_size()
+    # Refuse pickles and oversized bodies before anything reads them. (The 504 of BentoML's
+    # API-server timeout is outermost: it bounds the direct routes too.)
+    middleware = [
         Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__),
-        Middleware(LimitRequestBody, error_body=_ERROR_PREFIX.__add__, limit=max_body_size()),
-        Middleware(RequestTimeout, timeout=api_server_timeout()),
+        Middleware(LimitRequestBody, error_body=_ERROR_PREFIX.__add__, limit=body_limit),
+        *(Middleware(cls, **options) for cls, options in svc.middlewares),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    full_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app: ASGIApp = full_app
+    if not svc.middlewares:  # the service's own middlewares must see every API request
+        direct = _direct_routes(builtin_routes, api_routes, route_prefix.rstrip("/"))
+        app = APIDispatch(full_app, direct, body_limit)
+    return RequestTimeout(app, timeout=api_server_timeout())
+
+
+def _direct_routes(
+    builtin_routes: list[BaseRoute], api_routes: list[Route], prefix: str
+) -> dict[str, DirectRoute]:
+    """The API routes that a path alone picks out, as Starlette would pick them.
+
+    A path with parameters, or one a built-in route answers first, stays with the router;
+    of two APIs at one path, the first one wins, as in Starlette.
+    """
+    taken = {route.path for route in builtin_routes if isinstance(route, Route)}
+    mounts = [route.path for route in builtin_routes if isinstance(route, Mount)]
+    direct: dict[str, DirectRoute] = {}
+    for route in api_routes:
+        path = route.path
+        if "{" in path or path in taken or any(path.startswith(f"{m}/") for m in mounts):
+            continue
+        methods = frozenset(route.methods or ())
+        direct.setdefault(prefix + path, DirectRoute(methods, route.endpoint))
+    return direct
 
 
 async def _call_hook(hook: Callable[..., Any]) -> None:

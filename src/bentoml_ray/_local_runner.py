@@ -50,7 +50,9 @@ class LocalRunnerHandle(RunnerHandle):
         # The worker thread's own token: anyio's shared pool can be full of sync API
         # functions blocked on this very model (``LoopBridge``).
         self._thread_token = anyio.CapacityLimiter(1)
-        self._placements: dict[str, CallPlacement] = {}  # sync methods only
+        # Each method's bound function, looked up once (BentoML builds a new one per lookup),
+        # and where its calls run; no placement for an async method: BentoML runs those.
+        self._methods: dict[str, tuple[Callable[..., Any], CallPlacement | None]] = {}
         self._batched: dict[str, Callable[[Call], Awaitable[Any]]] = {
             name: gated_batch(dict(options), self._batch_function(getattr(runner, name)))
             for name, options in batching.items()
@@ -78,12 +80,15 @@ class LocalRunnerHandle(RunnerHandle):
         return await self._run(method, *args, **kwargs)
 
     async def _run(self, method: RunnerMethod[Any, P, R], *args: Any, **kwargs: Any) -> R:
-        function: Callable[..., R] = getattr(self._runnable, method.name)
-        placement = self._placements.get(method.name)
-        if placement is None:
-            if inspect.iscoroutinefunction(function):  # BentoML's own path, unchanged
-                return await self._local.async_run_method(method, *args, **kwargs)
-            placement = self._placements[method.name] = CallPlacement()
+        known = self._methods.get(method.name)
+        if known is None:
+            bound = getattr(self._runnable, method.name)
+            placement = None if inspect.iscoroutinefunction(bound) else CallPlacement()
+            known = self._methods[method.name] = (bound, placement)
+        function: Callable[..., R] = known[0]
+        placement = known[1]
+        if placement is None:  # BentoML's own path, unchanged
+            return await self._local.async_run_method(method, *args, **kwargs)
 
         if placement.inline and not self._one_at_a_time.locked():
             return self._run_inline(placement, function, args, kwargs)  # no await at all

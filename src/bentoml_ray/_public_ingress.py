@@ -27,6 +27,11 @@ INTERNAL_MEDIA_TYPE_PREFIX = b"application/vnd.bentoml"
 ErrorBody = Callable[[str], Any]
 
 
+def is_internal_media_type(content_type: bytes) -> bool:
+    """Whether a raw ``Content-Type`` header value is one of BentoML's internal types."""
+    return content_type.lower().lstrip().startswith(INTERNAL_MEDIA_TYPE_PREFIX)
+
+
 class RefuseInternalMediaTypes:
     """ASGI middleware: 415 for any request body in one of BentoML's internal media types."""
 
@@ -37,9 +42,7 @@ class RefuseInternalMediaTypes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
-                if name == b"content-type" and value.lower().lstrip().startswith(
-                    INTERNAL_MEDIA_TYPE_PREFIX
-                ):
+                if name == b"content-type" and is_internal_media_type(value):
                     message = (
                         f"Content-Type {value.decode('latin-1')!r} is internal to BentoML "
                         "and is not accepted from clients; send JSON or the API's own type."

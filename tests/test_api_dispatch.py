@@ -1,0 +1,161 @@
+"""API requests that skip Starlette's router, and the ones that must not.
+
+A real legacy service's HTTP app, in process (Starlette's test client; the same app is
+served through Ray in ``test_serving`` and ``test_bad_input``). A request with a declared
+body length goes straight to its endpoint; the same request streamed in chunks takes the
+full app. Both must answer alike, for good requests and bad ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import bentoml
+import pytest
+from bentoml.io import JSON, NumpyNdarray, Text
+from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.testclient import TestClient
+
+from bentoml_ray._api_dispatch import APIDispatch
+from bentoml_ray._http_app import build_http_app
+from bentoml_ray._request_timeout import RequestTimeout
+
+
+def _service(*, with_middleware: bool = False) -> Any:
+    svc = bentoml.legacy.Service("dispatch_probe")
+
+    @svc.api(input=NumpyNdarray(dtype="float64", shape=(-1, 2), enforce_shape=True),
+             output=NumpyNdarray())  # fmt: skip
+    def double(rows: Any) -> Any:
+        return rows * 2
+
+    @svc.api(input=Text(), output=Text(), route="/metrics")
+    def shadowed(text: str) -> str:  # the built-in /metrics answers first, in Starlette too
+        return text
+
+    @svc.api(input=JSON(), output=JSON(), route="v1/echo")
+    def echo(body: Any) -> Any:
+        return body
+
+    @svc.api(input=JSON(), output=JSON(), route="v1/echo")
+    def echo_again(body: Any) -> Any:  # a second API at the same path: the first one wins
+        return {"again": body}
+
+    if with_middleware:
+
+        class Stamp(BaseHTTPMiddleware):
+            async def dispatch(self, request: Any, call_next: Any) -> Any:
+                response = await call_next(request)
+                response.headers["x-stamp"] = "1"
+                return response
+
+        svc.add_asgi_middleware(Stamp)
+    return svc
+
+
+def _dispatch(app: Any) -> APIDispatch:
+    assert isinstance(app, RequestTimeout)
+    assert isinstance(app.app, APIDispatch)
+    return app.app
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(build_http_app(_service())) as test_client:
+        yield test_client
+
+
+def _chunked(body: bytes) -> Iterator[bytes]:
+    yield body  # a generator body: no Content-Length, so the full app takes it
+
+
+def test_only_unambiguous_api_paths_skip_the_router() -> None:
+    dispatch = _dispatch(build_http_app(_service()))
+    assert set(dispatch.routes) == {"/double", "/v1/echo"}
+    prefixed = _dispatch(build_http_app(_service(), "/iris"))
+    assert set(prefixed.routes) == {"/iris/double", "/iris/v1/echo"}
+
+
+def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
+    app = build_http_app(_service(with_middleware=True))
+    assert isinstance(app, RequestTimeout) and isinstance(app.app, Starlette)
+    with TestClient(app) as client:
+        response = client.post("/double", json=[[1, 2]])
+    assert response.json() == [[2, 4]] and response.headers["x-stamp"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/double", b"[[1, 2]]", "application/json"),
+        ("/double", b"[[1, 2, 3]]", "application/json"),  # wrong shape: 400
+        ("/double", b'[["a", "b"]]', "application/json"),  # wrong dtype: 400
+        ("/double", b"[[1, 2]", "application/json"),  # malformed JSON: 400
+        ("/double", b"", "application/json"),  # empty: 400
+        ("/double", b"[[1, 2]]", "text/csv"),  # not JSON: 415
+        ("/double", b"\x80\x04", "application/vnd.bentoml+pickle"),  # internal: 415
+        ("/v1/echo", b'{"a": 1}', "application/json"),
+        ("/metrics", b"text", "text/plain"),  # the built-in route, whose method is GET: 405
+    ],
+)
+def test_both_ways_answer_alike(
+    client: TestClient, path: str, body: bytes, content_type: str
+) -> None:
+    headers = {"content-type": content_type}
+    direct = client.post(path, content=body, headers=headers)
+    routed = client.post(path, content=_chunked(body), headers=headers)
+    assert "content-length" not in routed.request.headers
+    assert (direct.status_code, direct.content) == (routed.status_code, routed.content)
+    assert direct.headers["content-type"] == routed.headers["content-type"]
+
+
+def test_what_each_way_answers(client: TestClient) -> None:
+    assert client.post("/double", json=[[1, 2]]).json() == [[2, 4]]
+    assert client.post("/v1/echo", json={"a": 1}).json() == {"a": 1}
+    assert client.get("/double").status_code == 405  # a method the API does not take
+    assert client.get("/livez").status_code == 200
+    assert client.post("/double", json=[[1, 2, 3]]).status_code == 400
+    pickle = {"content-type": "application/vnd.bentoml+pickle"}
+    refused = client.post("/double", content=b"\x80", headers=pickle)
+    assert refused.status_code == 415 and "internal to BentoML" in refused.json()
+
+
+def _scope(path: str = "/double", method: str = "POST", **headers: str) -> dict[str, Any]:
+    raw = [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+    return {"type": "http", "path": path, "root_path": "", "method": method, "headers": raw}
+
+
+def test_which_requests_go_straight_to_their_endpoint() -> None:
+    dispatch = _dispatch(build_http_app(_service()))
+    limit = dispatch.body_limit
+    assert limit is not None
+    assert dispatch._direct_route(_scope(content_length="8")) is not None
+    assert dispatch._direct_route(_scope(content_length=str(limit))) is not None
+    assert dispatch._direct_route(
+        {**_scope("/iris/double", content_length="8"), "root_path": "/iris"}
+    )
+    for refused in (
+        _scope(),  # chunked
+        _scope(content_length=str(limit + 1)),  # the full app answers 413
+        _scope(content_length="8", content_type="application/vnd.bentoml+pickle"),  # 415
+        _scope(method="GET", content_length="0"),  # 405
+        _scope("/metrics", content_length="8"),  # the built-in route
+        _scope("/double/", content_length="8"),  # Starlette's redirect
+    ):
+        assert dispatch._direct_route(refused) is None, refused
+
+
+def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(client: TestClient) -> None:
+    svc = _service()
+
+    @svc.api(input=JSON(), output=JSON(), route="/scope")
+    def scope_keys(_: Any, ctx: bentoml.Context) -> Any:
+        request = ctx.request
+        return {"path_params": request.path_params, "app": type(request.app).__name__}
+
+    with TestClient(build_http_app(svc)) as own_client:
+        direct = own_client.post("/scope", json={})
+        routed = own_client.post("/scope", content=_chunked(b"{}"))
+    assert direct.json() == routed.json() == {"path_params": {}, "app": "Starlette"}
