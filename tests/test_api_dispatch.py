@@ -153,9 +153,15 @@ def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(client: TestClien
     @svc.api(input=JSON(), output=JSON(), route="/scope")
     def scope_keys(_: Any, ctx: bentoml.Context) -> Any:
         request = ctx.request
-        return {"path_params": request.path_params, "app": type(request.app).__name__}
+        route = request.scope.get("route")
+        return {
+            "path_params": request.path_params,
+            "app": type(request.app).__name__,
+            "route": getattr(route, "path", None),
+        }
 
     with TestClient(build_http_app(svc)) as own_client:
         direct = own_client.post("/scope", json={})
         routed = own_client.post("/scope", content=_chunked(b"{}"))
-    assert direct.json() == routed.json() == {"path_params": {}, "app": "Starlette"}
+    expected = {"path_params": {}, "app": "Starlette", "route": "/scope"}
+    assert direct.json() == routed.json() == expected

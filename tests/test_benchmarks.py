@@ -58,3 +58,14 @@ def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
     ]
     assert results["ratios"] and results["cold_start_s"] and results["memory_mib"]
     assert next(tmp_path.glob("bench-*.md")).read_text().startswith("| mode |")
+
+
+@pytest.mark.parametrize("target", ["bentoml-ray", "bentoml-ray routed", "hand-written"])
+def test_instruction_count_targets_serve(iris_bento: str, target: str) -> None:
+    """What ``benchmarks/instructions.py`` runs under valgrind, run here without it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--child", target,
+         "--requests", "3", "--no-count"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT / "benchmarks",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._public_ingress import is_internal_media_type
@@ -27,11 +28,16 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class DirectRoute:
-    """An API route that can skip the router: its methods (as Starlette allows them) and
-    its endpoint."""
+    """An API's Starlette route, taken without the router: its endpoint, and its methods as
+    Starlette allows them."""
 
-    methods: frozenset[str]
+    route: Route
     endpoint: Endpoint
+    methods: frozenset[str]
+
+    @classmethod
+    def of(cls, route: Route) -> DirectRoute:
+        return cls(route, route.endpoint, frozenset(route.methods or ()))
 
 
 class APIDispatch:
@@ -52,6 +58,7 @@ class APIDispatch:
         # What Starlette's app and router put in the scope, for code that reads them.
         scope["app"] = self.app
         scope["router"] = self.app.router
+        scope["route"] = route.route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
         response = await route.endpoint(Request(scope, receive, send))

@@ -261,8 +261,7 @@ def _direct_routes(
         path = route.path
         if "{" in path or path in taken or any(path.startswith(f"{m}/") for m in mounts):
             continue
-        methods = frozenset(route.methods or ())
-        direct.setdefault(prefix + path, DirectRoute(methods, route.endpoint))
+        direct.setdefault(prefix + path, DirectRoute.of(route))
     return direct
 
 

@@ -1,0 +1,178 @@
+"""CPU instructions per request, counted by valgrind: a measure this noisy machine cannot blur.
+
+    python benchmarks/instructions.py                 # about 4 minutes on 2 cores
+
+Requests per second on a shared 2-core machine move by 20 % between runs of the same code,
+so a change worth a few percent of the per-request work does not show in ``run.py``.
+Here the iris classifier's requests run one at a time through each ASGI app in process
+(no Ray, no network) under valgrind's callgrind, counting only around the measured
+requests; the counts repeat to within about 1 %. What Ray adds per request (its proxy,
+its replica wrapper) is the same for every target and is not counted.
+
+Targets:
+  bentoml-ray         the API server's app with the runner embedded, as in its replica
+  bentoml-ray routed  the same requests with a chunked body: through Starlette's router
+  hand-written        a Starlette app doing what ``handwritten.iris_single`` does
+
+Needs valgrind (``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+BODY = json.dumps([[5.9, 3.0, 5.1, 1.8]]).encode()
+TARGETS = ["bentoml-ray", "bentoml-ray routed", "hand-written"]
+WARM_UP = 200
+
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+def _app(target: str) -> ASGIApp:
+    import bentoml
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    if target == "hand-written":
+        from handwritten import _iris_input
+
+        model = bentoml.sklearn.load_model("iris_clf:latest")
+
+        async def classify(request: Request) -> Response:
+            rows = _iris_input(await request.body())
+            if isinstance(rows, JSONResponse):
+                return rows
+            return JSONResponse(model.predict(rows).tolist())
+
+        return Starlette(routes=[Route("/classify", classify, methods=["POST"])])
+
+    from bentoml_ray import _call_placement
+    from bentoml_ray._http_app import build_http_app
+    from bentoml_ray._local_runner import LocalRunnerHandle
+
+    # Valgrind runs code about 50 times slower: keep the model call inline, where it runs
+    # at full speed, instead of letting its timing send it to the worker thread.
+    _call_placement.INLINE_BELOW_S = _call_placement.PROBE_WALL_LIMIT_S = 1e6
+    svc = bentoml.load("iris_classifier:latest")
+    for runner in svc.runners:
+        runner.init_client(LocalRunnerHandle, {})
+    return build_http_app(svc)
+
+
+async def _serve_requests(app: ASGIApp, count: int, chunked: bool) -> None:
+    length = [] if chunked else [(b"content-length", str(len(BODY)).encode())]
+    headers = [(b"content-type", b"application/json"), *length]
+    for _ in range(count):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": BODY, "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/classify",
+                 "raw_path": b"/classify", "root_path": "", "query_string": b"",
+                 "headers": headers, "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80)}  # fmt: skip
+        await app(scope, receive, send)
+        if sent[0]["status"] != 200:
+            raise RuntimeError(f"the app answered {sent}")
+
+
+async def _start(app: ASGIApp) -> asyncio.Future[None]:
+    """Run the app's lifespan startup; the lifespan goes on in the task returned."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    task = asyncio.ensure_future(app(lifespan, inbox.get, outbox.put))
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"startup failed: {message}")
+    return task
+
+
+def child(target: str, count: int, counting: bool = True) -> None:
+    """Under valgrind: serve, with counting on only around the measured requests."""
+
+    def callgrind(*flags: str) -> None:
+        if counting:
+            subprocess.run(["callgrind_control", *flags, str(os.getpid())], check=True,
+                           capture_output=True)  # fmt: skip
+
+    async def main() -> None:
+        app = _app(target)
+        lifespan = await _start(app)
+        chunked = target.endswith("routed")
+        await _serve_requests(app, WARM_UP, chunked)
+        gc.collect()
+        gc.freeze()  # a full collection landing in one run and not another is noise here
+        callgrind("-i", "on")
+        await _serve_requests(app, count, chunked)
+        callgrind("-i", "off")
+        lifespan.cancel()
+
+    asyncio.run(main())
+
+
+def count_instructions(target: str, count: int, env: dict[str, str], work: pathlib.Path) -> float:
+    log = work / f"{target.replace(' ', '-')}.log"
+    command = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={work / 'callgrind.%p'}", f"--log-file={log}",
+        sys.executable, __file__, "--child", target, "--requests", str(count),
+    ]  # fmt: skip
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    collected = re.findall(r"Collected\s*:\s*([\d,]+)", log.read_text())
+    if not collected:
+        raise RuntimeError(f"no count in {log}")
+    return int(collected[-1].replace(",", "")) / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100, help="measured per target")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--no-count", action="store_true", help=argparse.SUPPRESS)  # the tests
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    if args.child:
+        child(args.child, args.requests, counting=not args.no_count)
+        return
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind is needed: apt-get install valgrind")
+    from run import build_bentos
+
+    with tempfile.TemporaryDirectory(prefix="bentoml-ray-instructions-") as tmp:
+        work = pathlib.Path(tmp)
+        env = {**os.environ, "BENTOML_HOME": str(work / "home"), "PYTHONPATH": str(HERE)}
+        build_bentos(env, ["iris"])
+        counts = {target: count_instructions(target, args.requests, env, work)
+                  for target in TARGETS}  # fmt: skip
+    hand = counts["hand-written"]
+    print(f"CPU instructions per iris request ({args.requests} requests each, in process):")
+    for target, value in counts.items():
+        print(
+            f"  {target:20s} {value / 1e6:6.3f} million   hand-written / this: {hand / value:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
