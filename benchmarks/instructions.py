@@ -139,7 +139,9 @@ def count_instructions(target: str, count: int, env: dict[str, str], work: pathl
         f"--callgrind-out-file={work / 'callgrind.%p'}", f"--log-file={log}",
         sys.executable, __file__, "--child", target, "--requests", str(count),
     ]  # fmt: skip
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:  # BentoML's deprecation notes fill stderr: shown only then
+        raise RuntimeError(f"{target} failed:\n{done.stderr[-3000:]}")
     collected = re.findall(r"Collected\s*:\s*([\d,]+)", log.read_text())
     if not collected:
         raise RuntimeError(f"no count in {log}")
