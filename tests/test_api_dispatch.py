@@ -8,6 +8,7 @@ full app. Both must answer alike, for good requests and bad ones.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +19,13 @@ from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.testclient import TestClient
 
+from bentoml_ray import _http_app
 from bentoml_ray._api_dispatch import APIDispatch
 from bentoml_ray._http_app import build_http_app
 from bentoml_ray._request_timeout import RequestTimeout
+
+#: The API server's traffic timeout in these tests, in seconds.
+TIMEOUT = 0.5
 
 
 def _service(*, with_middleware: bool = False) -> Any:
@@ -43,6 +48,22 @@ def _service(*, with_middleware: bool = False) -> Any:
     def echo_again(body: Any) -> Any:  # a second API at the same path: the first one wins
         return {"again": body}
 
+    @svc.api(input=JSON(), output=JSON(), route="items/{item}")
+    def item(body: Any, ctx: bentoml.Context) -> Any:
+        return {"item": ctx.request.path_params["item"]}
+
+    @svc.api(input=JSON(), output=JSON(), route="items/latest")
+    def latest(body: Any) -> Any:  # items/{item} comes first and answers this path
+        return {"latest": body}
+
+    @svc.api(input=JSON(), output=JSON())
+    async def stuck(body: Any) -> Any:  # past the timeout, and hides the cancel from it
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("cancelled") from None
+        return body
+
     if with_middleware:
 
         class Stamp(BaseHTTPMiddleware):
@@ -55,15 +76,20 @@ def _service(*, with_middleware: bool = False) -> Any:
     return svc
 
 
-def _dispatch(app: Any) -> APIDispatch:
-    assert isinstance(app, RequestTimeout)
-    assert isinstance(app.app, APIDispatch)
-    return app.app
+def _dispatch(app: Starlette) -> APIDispatch:
+    """The app's APIDispatch, as its middleware stack builds it."""
+    (middleware,) = [m for m in app.user_middleware if m.cls is APIDispatch]
+    outer = [m.cls for m in app.user_middleware]
+    assert outer.index(RequestTimeout) < outer.index(APIDispatch)  # direct requests time out
+    return APIDispatch(app.router, **middleware.kwargs)
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with TestClient(build_http_app(_service())) as test_client:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_http_app, "api_server_timeout", lambda: TIMEOUT)
+        app = build_http_app(_service())
+    with TestClient(app) as test_client:
         yield test_client
 
 
@@ -73,14 +99,14 @@ def _chunked(body: bytes) -> Iterator[bytes]:
 
 def test_only_unambiguous_api_paths_skip_the_router() -> None:
     dispatch = _dispatch(build_http_app(_service()))
-    assert set(dispatch.routes) == {"/double", "/v1/echo"}
+    assert set(dispatch.routes) == {"/double", "/v1/echo", "/stuck"}
     prefixed = _dispatch(build_http_app(_service(), "/iris"))
-    assert set(prefixed.routes) == {"/iris/double", "/iris/v1/echo"}
+    assert set(prefixed.routes) == {"/iris/double", "/iris/v1/echo", "/iris/stuck"}
 
 
 def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
     app = build_http_app(_service(with_middleware=True))
-    assert isinstance(app, RequestTimeout) and isinstance(app.app, Starlette)
+    assert APIDispatch not in [m.cls for m in app.user_middleware]
     with TestClient(app) as client:
         response = client.post("/double", json=[[1, 2]])
     assert response.json() == [[2, 4]] and response.headers["x-stamp"] == "1"
@@ -97,6 +123,8 @@ def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
         ("/double", b"[[1, 2]]", "text/csv"),  # not JSON: 415
         ("/double", b"\x80\x04", "application/vnd.bentoml+pickle"),  # internal: 415
         ("/v1/echo", b'{"a": 1}', "application/json"),
+        ("/items/latest", b"{}", "application/json"),  # the route with a parameter answers
+        ("/stuck", b"{}", "application/json"),  # 504, though the API raised when cancelled
         ("/metrics", b"text", "text/plain"),  # the built-in route, whose method is GET: 405
     ],
 )
@@ -114,6 +142,9 @@ def test_both_ways_answer_alike(
 def test_what_each_way_answers(client: TestClient) -> None:
     assert client.post("/double", json=[[1, 2]]).json() == [[2, 4]]
     assert client.post("/v1/echo", json={"a": 1}).json() == {"a": 1}
+    assert client.post("/items/latest", json={}).json() == {"item": "latest"}
+    timed_out = client.post("/stuck", json={})
+    assert timed_out.status_code == 504, timed_out.text
     assert client.get("/double").status_code == 405  # a method the API does not take
     assert client.get("/livez").status_code == 200
     assert client.post("/double", json=[[1, 2, 3]]).status_code == 400
@@ -147,7 +178,8 @@ def test_which_requests_go_straight_to_their_endpoint() -> None:
         assert dispatch._direct_route(refused) is None, refused
 
 
-def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(client: TestClient) -> None:
+@pytest.mark.parametrize("prefix", ["/", "/iris"])
+def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(prefix: str) -> None:
     svc = _service()
 
     @svc.api(input=JSON(), output=JSON(), route="/scope")
@@ -158,10 +190,15 @@ def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(client: TestClien
             "path_params": request.path_params,
             "app": type(request.app).__name__,
             "route": getattr(route, "path", None),
+            "root_path": request.scope.get("root_path"),
+            "app_root_path": request.scope.get("app_root_path"),
+            "url": str(request.url),
         }
 
-    with TestClient(build_http_app(svc)) as own_client:
-        direct = own_client.post("/scope", json={})
-        routed = own_client.post("/scope", content=_chunked(b"{}"))
-    expected = {"path_params": {}, "app": "Starlette", "route": "/scope"}
-    assert direct.json() == routed.json() == expected
+    path = prefix.rstrip("/") + "/scope"
+    with TestClient(build_http_app(svc, prefix)) as own_client:
+        direct = own_client.post(path, json={})
+        routed = own_client.post(path, content=_chunked(b"{}"))
+    assert direct.status_code == 200, direct.text
+    assert direct.json() == routed.json()
+    assert direct.json()["route"] == "/scope" and direct.json()["app"] == "Starlette"

@@ -64,11 +64,8 @@ def test_a_request_past_its_timeout_gets_504_and_its_work_is_cancelled() -> None
         # The app serves on; a later request has its own deadline.
         stuck.seconds = 0
         sent, _ = await _request(timeout)
-        assert (
-            sent[0]["status"] == 200
-            and not timeout._timed_out
-            and not any(timeout._waiting.values())
-        )
+        assert sent[0]["status"] == 200 and not timeout._timed_out
+        assert not any(tasks for due in timeout._waiting.values() for tasks in due.values())
 
     asyncio.run(scenario())
 
@@ -95,5 +92,45 @@ def test_a_client_that_leaves_cancels_the_work_and_gets_no_504() -> None:
         else:
             raise AssertionError("the cancel was swallowed")
         assert stuck.cancelled
+
+    asyncio.run(scenario())
+
+
+class Converter(Sleeper):
+    """Turns the cancel into an error answer, as an API's error handling would."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"cancelled"})
+
+
+def test_an_answer_begun_after_the_timeout_gives_way_to_the_504() -> None:
+    async def scenario() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        sent, _ = await _request(RequestTimeout(Converter(30), TIMEOUT))
+        assert [m.get("status") for m in sent] == [504, None]
+        assert task.cancelling() == 0  # the timeout's cancel was taken back
+
+    asyncio.run(scenario())
+
+
+def test_a_client_leaving_as_the_timeout_fires_still_ends_the_task() -> None:
+    async def scenario() -> None:
+        stuck = Sleeper(30)
+        call = asyncio.ensure_future(_request(RequestTimeout(stuck, TIMEOUT)))
+        loop = asyncio.get_running_loop()
+        # Just after the timer's slice ends: both cancels reach the task together.
+        deadline = (int((loop.time() + TIMEOUT) / GRANULARITY_S) + 1) * GRANULARITY_S
+        loop.call_at(deadline + 0.001, call.cancel)
+        try:
+            await call
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the client's cancel was swallowed")
 
     asyncio.run(scenario())

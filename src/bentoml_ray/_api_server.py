@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import serve
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
 
 from ._bento_source import BentoSource
 from ._http_app import build_http_app
@@ -40,5 +40,5 @@ class APIServerDeployment:
             else:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 
-    def __serve_build_asgi_app__(self) -> ASGIApp:
+    def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self.svc, self.route_prefix)

@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
 from ._api_dispatch import APIDispatch, DirectRoute, Endpoint
 from ._bentoml_internals import (
@@ -172,7 +171,7 @@ def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Endpoint:
     return endpoint
 
 
-def build_http_app(svc: Any, route_prefix: str = "/") -> ASGIApp:
+def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     """The ASGI app the API-server deployment serves, at ``route_prefix``."""
     ready = False
 
@@ -231,19 +230,30 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> ASGIApp:
     if route_prefix != "/":
         routes = [Mount(route_prefix, routes=routes)]
     body_limit = max_body_size()
-    # Refuse pickles and oversized bodies before anything reads them. (The 504 of BentoML's
-    # API-server timeout is outermost: it bounds the direct routes too.)
+    # Outermost first: bound the request by BentoML's API-server timeout, as ``bentoml
+    # serve`` does; an API request straight to its endpoint; then refuse pickles and
+    # oversized bodies before anything reads them. The service's own middlewares must see
+    # every API request: with any, no request skips the router.
+    direct = _direct_routes(builtin_routes, api_routes, route_prefix.rstrip("/"))
     middleware = [
+        Middleware(RequestTimeout, timeout=api_server_timeout()),
+        *(
+            [
+                Middleware(
+                    APIDispatch,
+                    routes=direct,
+                    body_limit=body_limit,
+                    prefix=route_prefix.rstrip("/"),
+                )
+            ]
+            if direct and not svc.middlewares
+            else []
+        ),
         Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__),
         Middleware(LimitRequestBody, error_body=_ERROR_PREFIX.__add__, limit=body_limit),
         *(Middleware(cls, **options) for cls, options in svc.middlewares),
     ]
-    full_app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app: ASGIApp = full_app
-    if not svc.middlewares:  # the service's own middlewares must see every API request
-        direct = _direct_routes(builtin_routes, api_routes, route_prefix.rstrip("/"))
-        app = APIDispatch(full_app, direct, body_limit)
-    return RequestTimeout(app, timeout=api_server_timeout())
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 def _direct_routes(
@@ -251,17 +261,18 @@ def _direct_routes(
 ) -> dict[str, DirectRoute]:
     """The API routes that a path alone picks out, as Starlette would pick them.
 
-    A path with parameters, or one a built-in route answers first, stays with the router;
-    of two APIs at one path, the first one wins, as in Starlette.
+    A path with parameters stays with the router, and so does one that a route before it
+    answers first (a built-in route, or an API's path with parameters); of two APIs at
+    one path, the first one wins, as in Starlette.
     """
-    taken = {route.path for route in builtin_routes if isinstance(route, Route)}
-    mounts = [route.path for route in builtin_routes if isinstance(route, Mount)]
+    earlier = [route for route in builtin_routes if isinstance(route, Route | Mount)]
     direct: dict[str, DirectRoute] = {}
     for route in api_routes:
         path = route.path
-        if "{" in path or path in taken or any(path.startswith(f"{m}/") for m in mounts):
-            continue
-        direct.setdefault(prefix + path, DirectRoute.of(route))
+        shadowed = any(other.path_regex.match(path) for other in earlier)
+        if "{" not in path and not shadowed:
+            direct.setdefault(prefix + path, DirectRoute.of(route))
+        earlier.append(route)
     return direct
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -28,14 +29,18 @@ class RequestTimeout:
     No task and no timer per request: a timer each (its handle, its heap entry, its
     cancellation) was 3 % of a small model's replica. The requests whose deadlines fall
     in one ``GRANULARITY_S`` slice wait in one set, and one timer cancels the tasks still
-    in it, as ``asyncio.timeout`` would.
+    in it; the cancel is then taken back, as ``asyncio.timeout`` does, so that a cancel
+    from anyone else (the client leaving) still ends the task.
     """
 
     def __init__(self, app: ASGIApp, timeout: float | None) -> None:
         self.app = app
         self.timeout = timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[float, set[asyncio.Task[Any]]] = {}  # by deadline
+        # Per event loop (one in a replica; a test client starts one of its own): by
+        # deadline, the tasks whose answer has not started.
+        self._waiting: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[float, set[asyncio.Task[Any]]]
+        ] = weakref.WeakKeyDictionary()
         self._timed_out: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -43,6 +48,7 @@ class RequestTimeout:
         if scope["type"] != "http" or not self.timeout or task is None:
             await self.app(scope, receive, send)
             return
+        cancels_before = task.cancelling() if hasattr(task, "cancelling") else 0
         waiting = self._waiting_set(self.timeout)
         waiting.add(task)
         started = False
@@ -50,41 +56,43 @@ class RequestTimeout:
         async def noting_send(message: Message) -> None:
             nonlocal started
             if not started:
+                if task in self._timed_out:
+                    return  # an answer begun after the timeout (a 500 for the cancel): moot
                 started = True  # the answer is under way: let it finish, however long
                 waiting.discard(task)
             await send(message)
 
         try:
             await self.app(scope, receive, noting_send)
-        except asyncio.CancelledError:
-            if task not in self._timed_out:  # the client left: the work stops, as it should
-                raise
-            if hasattr(task, "uncancel"):  # Python 3.11+: this cancel was ours, not theirs
-                task.uncancel()
-        except Exception:
+        except (asyncio.CancelledError, Exception):
+            # What a call cancelled by the timeout raised is moot: the answer is 504.
             if task not in self._timed_out:
-                raise  # what a call cancelled by the timeout raised is moot: the answer is 504
+                raise
         finally:
             waiting.discard(task)
-        if task in self._timed_out:
-            self._timed_out.discard(task)
-            if not started:
-                message = f"Not able to process the request in {self.timeout:g} seconds"
-                await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+        if task not in self._timed_out:
+            return
+        self._timed_out.discard(task)
+        if hasattr(task, "uncancel") and task.uncancel() > cancels_before:
+            raise asyncio.CancelledError  # cancelled by someone else too: the client left
+        if not started:
+            message = f"Not able to process the request in {self.timeout:g} seconds"
+            await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
 
     def _waiting_set(self, timeout: float) -> set[asyncio.Task[Any]]:
         """The set of the requests due when this one is, with a timer for it."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a test client's new loop: the old one's timers are gone
-            self._loop, self._waiting = loop, {}
+        by_deadline = self._waiting.get(loop)
+        if by_deadline is None:
+            by_deadline = self._waiting[loop] = {}
         deadline = math.ceil((loop.time() + timeout) / GRANULARITY_S) * GRANULARITY_S
-        waiting = self._waiting.get(deadline)
+        waiting = by_deadline.get(deadline)
         if waiting is None:
-            waiting = self._waiting[deadline] = set()
-            loop.call_at(deadline, self._expire, deadline)
+            waiting = by_deadline[deadline] = set()
+            loop.call_at(deadline, self._expire, by_deadline, deadline)
         return waiting
 
-    def _expire(self, deadline: float) -> None:
-        for task in self._waiting.pop(deadline, ()):
+    def _expire(self, by_deadline: dict[float, set[asyncio.Task[Any]]], deadline: float) -> None:
+        for task in by_deadline.pop(deadline, ()):
             self._timed_out.add(task)
             task.cancel()
