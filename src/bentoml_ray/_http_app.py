@@ -234,21 +234,12 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     # serve`` does; an API request straight to its endpoint; then refuse pickles and
     # oversized bodies before anything reads them. The service's own middlewares must see
     # every API request: with any, no request skips the router.
-    direct = _direct_routes(builtin_routes, api_routes, route_prefix.rstrip("/"))
+    prefix = route_prefix.rstrip("/")
+    direct = _direct_routes(builtin_routes, api_routes, prefix)
+    dispatch = [Middleware(APIDispatch, routes=direct, body_limit=body_limit, prefix=prefix)]
     middleware = [
         Middleware(RequestTimeout, timeout=api_server_timeout()),
-        *(
-            [
-                Middleware(
-                    APIDispatch,
-                    routes=direct,
-                    body_limit=body_limit,
-                    prefix=route_prefix.rstrip("/"),
-                )
-            ]
-            if direct and not svc.middlewares
-            else []
-        ),
+        *(dispatch if direct and not svc.middlewares else []),
         Middleware(RefuseInternalMediaTypes, error_body=_ERROR_PREFIX.__add__),
         Middleware(LimitRequestBody, error_body=_ERROR_PREFIX.__add__, limit=body_limit),
         *(Middleware(cls, **options) for cls, options in svc.middlewares),
