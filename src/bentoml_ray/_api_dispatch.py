@@ -14,42 +14,24 @@ run against both.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._public_ingress import is_internal_media_type
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class DirectRoute:
-    """An API's Starlette route, taken without the router: its endpoint, and its methods as
-    Starlette allows them."""
-
-    route: Route
-    endpoint: Endpoint
-    methods: frozenset[str]
-
-    @classmethod
-    def of(cls, route: Route) -> DirectRoute:
-        return cls(route, route.endpoint, frozenset(route.methods or ()))
-
 
 class APIDispatch:
-    """ASGI middleware: the direct routes, by exact path, in front of ``app``.
+    """ASGI middleware: the API routes that skip the router, by exact path, before ``app``.
 
     ``prefix`` is the path the API server's routes are mounted at inside the app (empty
     at ``/``); the routes' paths include it.
     """
 
     def __init__(
-        self, app: ASGIApp, routes: Mapping[str, DirectRoute], body_limit: int | None, prefix: str
+        self, app: ASGIApp, routes: Mapping[str, Route], body_limit: int | None, prefix: str
     ) -> None:
         self.app = app
         self.routes = dict(routes)
@@ -68,17 +50,17 @@ class APIDispatch:
             scope["app_root_path"] = scope.get("app_root_path", root_path)
             scope["root_path"] = root_path + self.prefix
         scope["router"] = scope["app"].router
-        scope["route"] = route.route
+        scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = {}
         response = await route.endpoint(Request(scope, receive, send))
         await response(scope, receive, send)
 
-    def _direct_route(self, scope: Scope) -> DirectRoute | None:
+    def _direct_route(self, scope: Scope) -> Route | None:
         if scope["type"] != "http":
             return None
         route = self.routes.get(_route_path(scope))
-        if route is None or scope["method"] not in route.methods:
+        if route is None or scope["method"] not in (route.methods or ()):
             return None
         declared: int | None = None
         for name, value in scope["headers"]:

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ._api_dispatch import APIDispatch, DirectRoute, Endpoint
+from ._api_dispatch import APIDispatch
 from ._bentoml_internals import (
     INDEX_HTML,
     JSON,
@@ -135,7 +135,7 @@ def _explain_bad_json(body: bytes, exc: Exception) -> str:
     return f"The request body is not valid JSON: {exc}"
 
 
-def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Endpoint:
+def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Awaitable[Response]]:
     is_async = is_async_callable(api.func)
     decoder = InputDecoder.of(api)
 
@@ -249,7 +249,7 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
 
 def _direct_routes(
     builtin_routes: list[BaseRoute], api_routes: list[Route], prefix: str
-) -> dict[str, DirectRoute]:
+) -> dict[str, Route]:
     """The API routes that a path alone picks out, as Starlette would pick them.
 
     A path with parameters stays with the router, and so does one that a route before it
@@ -257,12 +257,12 @@ def _direct_routes(
     one path, the first one wins, as in Starlette.
     """
     earlier = [route for route in builtin_routes if isinstance(route, Route | Mount)]
-    direct: dict[str, DirectRoute] = {}
+    direct: dict[str, Route] = {}
     for route in api_routes:
         path = route.path
         shadowed = any(other.path_regex.match(path) for other in earlier)
         if "{" not in path and not shadowed:
-            direct.setdefault(prefix + path, DirectRoute.of(route))
+            direct.setdefault(prefix + path, route)
         earlier.append(route)
     return direct
 
