@@ -120,12 +120,14 @@ def test_an_answer_begun_after_the_timeout_gives_way_to_the_504() -> None:
 
 def test_a_client_leaving_as_the_timeout_fires_still_ends_the_task() -> None:
     async def scenario() -> None:
-        stuck = Sleeper(30)
-        call = asyncio.ensure_future(_request(RequestTimeout(stuck, TIMEOUT)))
+        timeout = RequestTimeout(Sleeper(30), TIMEOUT)
+        call = asyncio.ensure_future(_request(timeout))
+        await asyncio.sleep(0)  # the request starts, and waits for its deadline
         loop = asyncio.get_running_loop()
-        # Just after the timer's slice ends: both cancels reach the task together.
-        deadline = (int((loop.time() + TIMEOUT) / GRANULARITY_S) + 1) * GRANULARITY_S
-        loop.call_at(deadline + 0.001, call.cancel)
+        (deadline,) = timeout._waiting[loop]
+        # The client leaves in the same turn of the loop as the timer fires: both cancels
+        # reach the task before it runs again.
+        loop.call_at(deadline, call.cancel)
         try:
             await call
         except asyncio.CancelledError:
