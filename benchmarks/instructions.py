@@ -1,18 +1,23 @@
 """CPU instructions per request, counted by valgrind: a measure this noisy machine cannot blur.
 
-    python benchmarks/instructions.py                 # about 4 minutes on 2 cores
+    python benchmarks/instructions.py                 # about 6 minutes on 2 cores
 
 Requests per second on a shared 2-core machine move by 20 % between runs of the same code,
 so a change worth a few percent of the per-request work does not show in ``run.py``.
-Here the iris classifier's requests run one at a time through each ASGI app in process
-(no Ray, no network) under valgrind's callgrind, counting only around the measured
-requests; the counts repeat to within about 1 %. What Ray adds per request (its proxy,
-its replica wrapper) is the same for every target and is not counted.
+Here requests run one at a time through each ASGI app in process (no Ray, no network)
+under valgrind's callgrind, counting only around the measured requests; the counts
+repeat to within about 1 %. What Ray adds per request (its proxy, its replica wrapper,
+its handles) is the same for every target and is not counted.
 
-Targets:
+Targets, iris classifier (runner-based):
   bentoml-ray         the API server's app with the runner embedded, as in its replica
   bentoml-ray routed  the same requests with a chunked body: through Starlette's router
   hand-written        a Starlette app doing what ``handwritten.iris_single`` does
+Targets, review scorer (1.2+, ``score``), the ingress side of its two hops:
+  bentoml-ray 1.2+    the root replica's app (BentoML's, as bentoml-ray runs it), batching off
+  hand-written scorer a Starlette app doing what ``handwritten.scorer``'s ingress does
+Both scorers call a stand-in for the preprocessor's handle that answers at once: what
+happens across the handle is Ray's and the preprocessor's work, the same for both.
 
 Needs valgrind (``apt-get install valgrind``).
 """
@@ -34,11 +39,46 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
-BODY = json.dumps([[5.9, 3.0, 5.1, 1.8]]).encode()
-TARGETS = ["bentoml-ray", "bentoml-ray routed", "hand-written"]
+IRIS = ("/classify", json.dumps([[5.9, 3.0, 5.1, 1.8]]).encode())
+SCORER = ("/score", json.dumps({"reviews": ["Great phone, love it!", "awful and SLOW"]}).encode())
+#: Each target's request, and the hand-written target it is compared with.
+TARGETS = {
+    "bentoml-ray": (IRIS, "hand-written"),
+    "bentoml-ray routed": (IRIS, "hand-written"),
+    "hand-written": (IRIS, "hand-written"),
+    "bentoml-ray 1.2+": (SCORER, "hand-written scorer"),
+    "hand-written scorer": (SCORER, "hand-written scorer"),
+}
 WARM_UP = 200
 
 ASGIApp = Callable[..., Awaitable[None]]
+
+
+class PreprocessorStandIn:
+    """Stands in for the preprocessor deployment's handle: each call answers at once.
+
+    ``call.remote`` is how bentoml-ray's service proxy calls a dependency's API, and
+    ``normalize.remote`` how the hand-written ingress does; both get the normalised texts.
+    """
+
+    def __init__(self) -> None:
+        self.call = self._Method(lambda name, args, kwargs: (args or [*kwargs.values()])[0])
+        self.normalize = self._Method(lambda texts: texts)
+
+    def options(self, **_: Any) -> PreprocessorStandIn:
+        return self
+
+    class _Method:
+        def __init__(self, texts_of: Callable[..., list[str]]) -> None:
+            self.texts_of = texts_of
+
+        def remote(self, *args: Any) -> Any:
+            from handwritten import Preprocessor
+
+            texts = self.texts_of(*args)
+            done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+            done.set_result(Preprocessor.func_or_class.normalize(None, texts))
+            return done
 
 
 def _app(target: str) -> ASGIApp:
@@ -61,6 +101,26 @@ def _app(target: str) -> ASGIApp:
 
         return Starlette(routes=[Route("/classify", classify, methods=["POST"])])
 
+    if target == "hand-written scorer":
+        from handwritten import Scorer
+
+        scorer = Scorer.func_or_class(PreprocessorStandIn())
+        return Starlette(routes=[Route("/score", scorer.__call__, methods=["POST"])])
+
+    if target == "bentoml-ray 1.2+":
+        from bentoml_ray._bentoml_internals import resolve_dependency
+        from bentoml_ray._public_ingress import public_app
+        from bentoml_ray._service_deployment import RayServiceAppFactory, _bentoml_error
+        from bentoml_ray._service_proxy import ServiceProxy
+
+        service = bentoml.load("review_scorer:latest")
+        for dependency in service.dependencies.values():
+            resolve_dependency(dependency, ServiceProxy(dependency.on, PreprocessorStandIn()))
+        service.inject_config()
+        # Batching off: ``serve.batch`` runs only inside a Ray replica.
+        factory = RayServiceAppFactory(service, is_main=True, batching={})
+        return public_app(factory(), "/", error_body=_bentoml_error)
+
     from bentoml_ray import _call_placement
     from bentoml_ray._http_app import build_http_app
     from bentoml_ray._local_runner import LocalRunnerHandle
@@ -74,21 +134,23 @@ def _app(target: str) -> ASGIApp:
     return build_http_app(svc)
 
 
-async def _serve_requests(app: ASGIApp, count: int, chunked: bool) -> None:
-    length = [] if chunked else [(b"content-length", str(len(BODY)).encode())]
+async def _serve_requests(app: ASGIApp, target: str, count: int) -> None:
+    (path, body), _ = TARGETS[target]
+    chunked = target.endswith("routed")
+    length = [] if chunked else [(b"content-length", str(len(body)).encode())]
     headers = [(b"content-type", b"application/json"), *length]
     for _ in range(count):
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": BODY, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
             sent.append(message)
 
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": "/classify",
-                 "raw_path": b"/classify", "root_path": "", "query_string": b"",
+                 "method": "POST", "scheme": "http", "path": path,
+                 "raw_path": path.encode(), "root_path": "", "query_string": b"",
                  "headers": headers, "client": ("127.0.0.1", 1),
                  "server": ("127.0.0.1", 80)}  # fmt: skip
         await app(scope, receive, send)
@@ -120,12 +182,11 @@ def child(target: str, count: int, counting: bool = True) -> None:
     async def main() -> None:
         app = _app(target)
         lifespan = await _start(app)
-        chunked = target.endswith("routed")
-        await _serve_requests(app, WARM_UP, chunked)
+        await _serve_requests(app, target, WARM_UP)
         gc.collect()
         gc.freeze()  # a full collection landing in one run and not another is noise here
         callgrind("-i", "on")
-        await _serve_requests(app, count, chunked)
+        await _serve_requests(app, target, count)
         callgrind("-i", "off")
         lifespan.cancel()
 
@@ -165,14 +226,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bentoml-ray-instructions-") as tmp:
         work = pathlib.Path(tmp)
         env = {**os.environ, "BENTOML_HOME": str(work / "home"), "PYTHONPATH": str(HERE)}
-        build_bentos(env, ["iris"])
+        build_bentos(env, ["iris", "composed"])
         counts = {target: count_instructions(target, args.requests, env, work)
                   for target in TARGETS}  # fmt: skip
-    hand = counts["hand-written"]
-    print(f"CPU instructions per iris request ({args.requests} requests each, in process):")
+    print(f"CPU instructions per request ({args.requests} requests each, in process):")
     for target, value in counts.items():
+        hand = TARGETS[target][1]
         print(
-            f"  {target:20s} {value / 1e6:6.3f} million   hand-written / this: {hand / value:.2f}"
+            f"  {target:20s} {value / 1e6:6.3f} million   {hand} / this: {counts[hand] / value:.2f}"
         )
 
 

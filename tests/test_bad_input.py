@@ -276,3 +276,21 @@ def test_a_stuck_runner_call_times_out_with_504_and_frees_the_api_server(
     while (ok := httpx.post(f"{url}/sleep", json={"seconds": 0}, timeout=30)).status_code == 504:
         assert time.monotonic() < deadline, "the runner never came back"
     assert ok.status_code == 200 and ok.json() == "awake"
+
+
+# --- where sync code runs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bento", "thread"), [("slow_service", "SlowService_0"),
+                                               ("slow_runner", "slow_runner_0")])  # fmt: skip
+def test_sync_api_functions_run_on_threads_the_replica_keeps(
+    urls: dict[str, str], bento: str, thread: str
+) -> None:
+    """Not a thread per request, as anyio's pool gives on a Ray replica's loop.
+
+    (``SlowService`` declares no ``threads``: one at a time, as BentoML runs it.)
+    """
+    answers = [httpx.post(f"{urls[bento]}/thread", json={}, timeout=30) for _ in range(5)]
+    assert all(answer.status_code == 200 for answer in answers)
+    # A runner-based service's JSON output is a JSON string; a 1.2+ str output, plain text.
+    assert {answer.text.strip('"') for answer in answers} == {thread}

@@ -60,8 +60,12 @@ def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
     assert next(tmp_path.glob("bench-*.md")).read_text().startswith("| mode |")
 
 
-@pytest.mark.parametrize("target", ["bentoml-ray routed", "hand-written"])
-def test_instruction_count_targets_serve(iris_bento: str, target: str) -> None:
+@pytest.mark.parametrize(
+    "target", ["bentoml-ray routed", "hand-written", "bentoml-ray 1.2+", "hand-written scorer"]
+)
+def test_instruction_count_targets_serve(
+    iris_bento: str, review_scorer_bento: str, target: str
+) -> None:
     """What ``benchmarks/instructions.py`` runs under valgrind, run here without it.
 
     (``bentoml-ray`` is the same app as ``bentoml-ray routed``, with other requests.)

@@ -52,3 +52,15 @@ def test_a_bentos_models_are_found_for_shipping(iris_bento: str) -> None:
     paths = internals.bento_model_paths(bentoml.get(iris_bento))
     assert [tag.name for tag in paths] == ["iris_clf"]
     assert all((path / "model.yaml").is_file() for path in paths.values())
+
+
+def test_the_settings_and_hooks_the_1_2_app_changes() -> None:
+    assert internals.tracing_exporter_type() is None  # BentoML's default: no tracing
+    # RayServiceAppFactory replaces these: BentoML's timeout by its ``timeout`` argument,
+    # the response headers, looked up per response, and where sync API functions run.
+    assert "timeout" in internals.TimeoutMiddleware.__init__.__code__.co_varnames
+    factory = internals.ServiceAppFactory
+    for method in ("_add_response_headers", "_to_thread"):
+        assert method in factory.api_endpoint_wrapper.__code__.co_names + (
+            factory.api_endpoint.__code__.co_names
+        ), method

@@ -32,7 +32,9 @@ try:
     from bentoml._internal.runner.runner_handle import RunnerHandle
     from bentoml._internal.runner.runner_handle.local import LocalRunnerRef
     from bentoml._internal.server import http_app as _bentoml_http_app
-    from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware
+    from bentoml._internal.server.http.access import AccessLogMiddleware
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+    from bentoml._internal.server.http.traffic import MaxConcurrencyMiddleware, TimeoutMiddleware
     from bentoml._internal.service.inference_api import InferenceAPI
     from bentoml._internal.service.service import Service as LegacyService
     from bentoml._internal.utils import get_original_func, is_async_callable
@@ -90,6 +92,17 @@ def api_server_timeout() -> float | None:
     return None if timeout is None else float(timeout)
 
 
+def tracing_exporter_type() -> str | None:
+    """``tracing.exporter_type`` from BentoML's configuration: None unless tracing is on.
+
+    Without an exporter BentoML's tracer records nothing anywhere, whatever its sample rate.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    exporter = BentoMLContainer.tracing.exporter_type.get()
+    return None if exporter is None else str(exporter)
+
+
 def resolve_dependency(dependency: Dependency[Any], stand_in: object) -> None:
     """Make every instance's ``bentoml.depends`` attribute return ``stand_in``.
 
@@ -129,6 +142,7 @@ __all__ = [
     "JSON",
     "STATIC_CONTENT_DIR",
     "APIMethod",
+    "AccessLogMiddleware",
     "AutoContainer",
     "Dependency",
     "IODescriptor",
@@ -141,8 +155,10 @@ __all__ = [
     "Runner",
     "RunnerHandle",
     "RunnerMethod",
+    "RunnerTrafficMetricsMiddleware",
     "ServiceAppFactory",
     "ServiceContext",
+    "TimeoutMiddleware",
     "api_server_timeout",
     "bento_model_paths",
     "bentoml_home",
@@ -152,4 +168,5 @@ __all__ = [
     "prepare_task_store",
     "resolve_dependency",
     "runnable_of",
+    "tracing_exporter_type",
 ]

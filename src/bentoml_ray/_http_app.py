@@ -22,7 +22,6 @@ import numpy as np
 import prometheus_client
 from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -43,10 +42,13 @@ from ._bentoml_internals import (
 from ._body_limit import LimitRequestBody, max_body_size
 from ._public_ingress import RefuseInternalMediaTypes
 from ._request_timeout import RequestTimeout
+from ._worker_threads import WorkerThreads
 
 logger = logging.getLogger("bentoml_ray")
 
 METRICS_MEDIA_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+#: Sync API functions running at once, as many as ``bentoml serve`` (anyio's default) runs.
+API_THREADS = 40
 
 _ERROR_PREFIX = "BentoService error handling API request: "
 _USER_CODE_ERROR = (
@@ -135,7 +137,9 @@ def _explain_bad_json(body: bytes, exc: Exception) -> str:
     return f"The request body is not valid JSON: {exc}"
 
 
-def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Awaitable[Response]]:
+def _api_endpoint(
+    svc: Any, api: InferenceAPI[Any], threads: WorkerThreads
+) -> Callable[[Request], Awaitable[Response]]:
     is_async = is_async_callable(api.func)
     decoder = InputDecoder.of(api)
 
@@ -156,7 +160,7 @@ def _api_endpoint(svc: Any, api: InferenceAPI[Any]) -> Callable[[Request], Await
                 if is_async:
                     output = await api.func(*args, **kwargs)
                 else:
-                    output = await run_in_threadpool(api.func, *args, **kwargs)
+                    output = await threads.run(api.func, *args, **kwargs)
                 return await api.output.to_http_response(output, ctx if api.needs_ctx else None)
             except BentoMLException as exc:
                 status = exc.error_code.value
@@ -201,10 +205,11 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         Route("/metrics", metrics, name="metrics"),
         Mount("/static_content", StaticFiles(directory=STATIC_CONTENT_DIR), name="static_content"),
     ]
+    threads = WorkerThreads(API_THREADS, svc.name)
     api_routes = [
         Route(
             api.route if api.route.startswith("/") else f"/{api.route}",
-            _api_endpoint(svc, api),
+            _api_endpoint(svc, api, threads),
             name=api.name,
             methods=api.input.HTTP_METHODS,
         )

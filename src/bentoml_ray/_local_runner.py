@@ -20,13 +20,12 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
 from ._batch_gate import gated_batch
 from ._batching import Call, merge_calls, split_result
 from ._bentoml_internals import LocalRunnerRef, Runner, RunnerHandle, RunnerMethod, runnable_of
 from ._call_placement import CallPlacement
 from ._loop_bridge import LoopBridge
+from ._worker_threads import WorkerThreads
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -47,9 +46,9 @@ class LocalRunnerHandle(RunnerHandle):
         # used before, yields while holding its token, so once a queue formed every new
         # call joined it and under load it never drained: 0.6x the throughput.)
         self._one_at_a_time = asyncio.Lock()
-        # The worker thread's own token: anyio's shared pool can be full of sync API
-        # functions blocked on this very model (``LoopBridge``).
-        self._thread_token = anyio.CapacityLimiter(1)
+        # The model's own worker thread: the API functions' threads can all be taken by
+        # sync API functions blocked on this very model (``LoopBridge``).
+        self._thread = WorkerThreads(1, runner.name)
         # Each method's bound function, looked up once (BentoML builds a new one per lookup),
         # and where its calls run; no placement for an async method: BentoML runs those.
         self._methods: dict[str, tuple[Callable[..., Any], CallPlacement | None]] = {}
@@ -128,9 +127,7 @@ class LocalRunnerHandle(RunnerHandle):
             if not call.cancelled():
                 call.exception()  # seen: a caller that left must not leave it unretrieved
 
-        call = asyncio.ensure_future(
-            anyio.to_thread.run_sync(in_thread, limiter=self._thread_token)
-        )
+        call = asyncio.ensure_future(self._thread.run(in_thread))
         call.add_done_callback(finished)
         return await asyncio.shield(call)
 

@@ -1,11 +1,11 @@
-"""The API server's traffic timeout for runner-based services: 504 and the call cancelled.
+"""The traffic timeout of every public HTTP app: 504 and the call cancelled.
 
-``bentoml serve`` bounds every request of a legacy service by ``api_server.traffic.timeout``
-(BentoML's configuration, 60 s by default) until the response starts. The API server on
-Ray applies the same bound from the same setting: when it passes, the request's task is
-cancelled, which cancels the API function and the runner call it awaits, and the client
-gets BentoML's own 504 answer. (1.2+ services need nothing here: BentoML's app, which
-the root replica runs, applies the service's ``traffic.timeout`` itself.)
+``bentoml serve`` bounds every request until its response starts: a legacy service's by
+``api_server.traffic.timeout`` (BentoML's configuration, 60 s by default), a 1.2+ service's
+by its ``traffic.timeout``. On Ray the same bounds apply, from the same settings (the 1.2+
+root app puts this in place of BentoML's own timeout middleware): when one passes, the
+request's task is cancelled, which cancels the API function and the call it awaits, and
+the client gets BentoML's own 504 answer.
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
 Every service runs inside BentoML's own app for it (``ServiceAppFactory``), the one
 ``bentoml serve`` runs in each worker, so ``__init__``, ``@bentoml.on_startup`` /
 ``on_shutdown``, ``bentoml.Context``, pydantic IO, files, mounted ASGI apps, tasks and
-BentoML's error answers behave as they do there. Two things change:
+BentoML's error answers behave as they do there. What changes:
 
 - its ``bentoml.depends(...)`` attributes are ``ServiceProxy`` objects over Ray handles,
   filled in before the service is instantiated;
-- batchable APIs are batched by ``serve.batch`` instead of BentoML's dispatcher.
+- batchable APIs are batched by ``serve.batch`` instead of BentoML's dispatcher;
+- the per-request middlewares whose work Ray Serve does are left out, and the traffic
+  timeout is ``RequestTimeout`` (see ``RayServiceAppFactory.middlewares``);
+- sync API functions run on ``WorkerThreads`` instead of anyio's threads.
 
 The root's app is the Ray ingress (HTTP). A dependency's app is never exposed; its APIs
 are reached over handles, through ``call`` and ``stream``, which run them as its HTTP
@@ -21,35 +24,49 @@ import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from ray import serve
+from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from ._batch_gate import gated_batch
 from ._batching import merge_values
 from ._bento_source import BentoSource
 from ._bentoml_internals import (
+    AccessLogMiddleware,
     AutoContainer,
     MaxConcurrencyMiddleware,
+    RunnerTrafficMetricsMiddleware,
     ServiceAppFactory,
+    TimeoutMiddleware,
     get_original_func,
     prepare_task_store,
     resolve_dependency,
+    tracing_exporter_type,
 )
 from ._public_ingress import public_app
 from ._replica_retry import CallTarget
+from ._request_timeout import RequestTimeout
 from ._service_proxy import ServiceProxy
+from ._worker_threads import WorkerThreads
 
 #: One call of a batchable API: its batch argument, and the other keyword arguments.
 BatchCall = tuple[Any, dict[str, Any]]
 
 
 class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
-    """BentoML's app for one service, with batchable APIs batched by ``serve.batch``."""
+    """BentoML's app for one service, as a Ray replica runs it (see the module's docstring)."""
 
     def __init__(self, service: Any, is_main: bool, batching: dict[str, dict[str, Any]]) -> None:
+        self._traced = tracing_exporter_type() is not None
+        self._server_header = f"BentoML Service/{service.name}"
         super().__init__(service, is_main=is_main)
         for method in service.apis.values():
             _answer_mime_type_from_cache(method.output_spec)
+        self._local_apis: dict[str, tuple[Callable[..., Any], bool]] = {}
+        # What BentoML's anyio limiter allows: ``threads`` sync calls at a time (default 1).
+        self._threads = WorkerThreads(int(service.config.get("threads") or 1), service.name)
         self.batched: dict[str, Callable[[BatchCall], Awaitable[Any]]] = {
             name: gated_batch(options, self._batch_function(name))
             for name, options in batching.items()
@@ -57,21 +74,47 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
 
     @property
     def middlewares(self) -> list[Any]:
-        """BentoML's middlewares, minus its concurrency limit: Ray enforces that one.
+        """BentoML's middlewares, minus those whose work Ray Serve does, and a lighter timeout.
 
-        ``traffic.max_concurrency`` is the replica's ``max_ongoing_requests``, so Ray sends
-        no more than that. BentoML's own count lags Ray's: a request whose client went away
-        is released by Ray at once but holds BentoML's count until its worker thread ends,
-        so BentoML answered the next request 429 although Ray had room for it.
+        - The concurrency limit: ``traffic.max_concurrency`` is the replica's
+          ``max_ongoing_requests``, so Ray sends no more than that. BentoML's own count lags
+          Ray's: a request whose client went away is released by Ray at once but holds
+          BentoML's count until its worker thread ends, so BentoML answered the next
+          request 429 although Ray had room for it.
+        - The request metrics and the access log: Ray Serve counts, times and logs every
+          request itself, as for runner-based services.
+        - Tracing, unless BentoML's tracing has an exporter: without one its spans go
+          nowhere, yet making them was 40 % of the app's work per request.
+        - ``traffic.timeout`` is applied by ``RequestTimeout``, as for runner-based
+          services: the same 504, without a task and a timer per request.
         """
-        return [
-            middleware
-            for middleware in super().middlewares
-            if not (
-                isinstance(middleware.cls, type)
-                and issubclass(middleware.cls, MaxConcurrencyMiddleware)
-            )
-        ]
+        dropped: tuple[type, ...] = (
+            MaxConcurrencyMiddleware,
+            RunnerTrafficMetricsMiddleware,
+            AccessLogMiddleware,
+        )
+        if not self._traced:
+            dropped += (OpenTelemetryMiddleware,)
+        kept = []
+        for middleware in super().middlewares:
+            if isinstance(middleware.cls, type) and issubclass(middleware.cls, dropped):
+                continue
+            if middleware.cls is TimeoutMiddleware:
+                middleware = Middleware(RequestTimeout, timeout=middleware.kwargs["timeout"])
+            kept.append(middleware)
+        return kept
+
+    def _add_response_headers(self, resp: Response) -> None:
+        # BentoML looks its settings up on every response (8 % of a request's work here).
+        # Untraced, a request has no ID or trace ID to report, so the server's name is all.
+        if self._traced:
+            super()._add_response_headers(resp)
+        else:
+            resp.headers["Server"] = self._server_header
+
+    async def _to_thread(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Where BentoML runs sync API functions: on threads that stay (``_worker_threads``)."""
+        return await self._threads.run(func, *args, **kwargs)
 
     def _batch_function(
         self, name: str
@@ -89,10 +132,24 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         return run_batch
 
     async def _run_api(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func = getattr(self._service_instance, name).local
-        if inspect.iscoroutinefunction(get_original_func(func)):
+        func, is_async = self._local_api(name)
+        if is_async:
             return await func(*args, **kwargs)
         return await self._to_thread(func, *args, **kwargs)
+
+    def _local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
+        """The instance's API function and whether it is async, looked up once per API.
+
+        BentoML builds the function afresh on each lookup, signature included.
+        """
+        found = self._local_apis.get(name)
+        if found is None:
+            func = getattr(self._service_instance, name).local
+            found = self._local_apis[name] = (
+                func,
+                inspect.iscoroutinefunction(get_original_func(func)),
+            )
+        return found
 
     async def batch_infer(
         self, name: str, input_args: tuple[Any, ...], input_kwargs: dict[str, Any]
