@@ -7,10 +7,15 @@ answers through Ray in ``test_services``, ``test_bad_input`` and ``test_contract
 from __future__ import annotations
 
 import asyncio
+import copy
+import threading
+import time
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import bentoml
 import pytest
+from bentoml._internal.configuration.containers import BentoMLContainer
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.testclient import TestClient
 
@@ -34,6 +39,20 @@ class AppProbe:
         return text
 
     @bentoml.api
+    def nap(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return threading.current_thread().name
+
+    @bentoml.api
+    def count(self, upto: int) -> Generator[str, None, None]:
+        for number in range(upto):
+            yield str(number)
+
+    @bentoml.api
+    def first(self, items: list[str]) -> str:
+        return next(iter(items))  # StopIteration for no items: the API's own error
+
+    @bentoml.api
     async def stuck(self) -> str:
         try:
             await asyncio.sleep(30)
@@ -43,8 +62,16 @@ class AppProbe:
         return "never"
 
 
-def _factory() -> RayServiceAppFactory:
-    service: Any = AppProbe
+@pytest.fixture(autouse=True, scope="module")
+def _bentoml_config_restored() -> Iterator[None]:
+    """``inject_config`` swaps BentoML's process-wide configuration for the 1.2+ form; the
+    tests after these build runner-based Bentos in this process, which need the other."""
+    saved = copy.deepcopy(BentoMLContainer.config.get())
+    yield
+    BentoMLContainer.config.set(saved)
+
+
+def _factory(service: Any = AppProbe) -> RayServiceAppFactory:
     service.inject_config()
     return RayServiceAppFactory(service, is_main=True, batching={})
 
@@ -102,3 +129,40 @@ def test_the_services_traffic_timeout_gives_bentomls_504_and_cancels_the_call() 
     assert response.status_code == 504
     assert response.json() == {"error": "Not able to process the request in 1 seconds"}
     assert instance.cancelled == 1
+
+
+def test_a_services_own_middlewares_stay_whatever_their_class() -> None:
+    @bentoml.service
+    class SelfTraced:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    service: Any = SelfTraced
+    service.add_asgi_middleware(OpenTelemetryMiddleware)
+    service.add_asgi_middleware(AccessLogMiddleware, has_request_content_length=False)
+    classes = _middleware_classes(_factory(service))
+    assert classes.count(OpenTelemetryMiddleware) == 1  # the service's; BentoML's is gone
+    assert classes.count(AccessLogMiddleware) == 1
+
+
+def test_a_sync_generator_api_streams_and_stop_iteration_is_a_500() -> None:
+    with TestClient(_factory()()) as client:
+        streamed = client.post("/count", json={"upto": 3})
+        failed = client.post("/first", json={"items": []})
+        after = client.post("/first", json={"items": ["a"]})
+    assert streamed.status_code == 200 and streamed.text == "012"
+    assert failed.status_code == 500
+    assert after.status_code == 200 and after.text == "a"
+
+
+def test_a_timed_out_sync_call_does_not_hold_up_the_next_one() -> None:
+    """threads=1: the abandoned call sleeps on in its thread; the next gets another."""
+    with TestClient(_factory()()) as client:
+        started = time.monotonic()
+        timed_out = client.post("/nap", json={"seconds": 2.5})
+        quick = client.post("/nap", json={"seconds": 0})
+        took = time.monotonic() - started
+    assert timed_out.status_code == 504
+    assert quick.status_code == 200 and quick.text == "AppProbe_1"
+    assert took < 2.4, took  # did not wait for the sleeping call

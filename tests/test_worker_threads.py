@@ -83,16 +83,18 @@ def test_no_more_than_size_calls_run_at_once(
     assert most == size
 
 
-def test_a_cancelled_caller_stops_waiting_and_a_queued_call_never_starts(
+def test_a_cancelled_caller_frees_its_place_at_once_and_a_queued_call_never_starts(
     replica_loop: asyncio.AbstractEventLoop,
 ) -> None:
+    """As anyio's limiter: a call whose caller left runs on in its thread, out of the count."""
     threads = WorkerThreads(1, "probe")
     started: list[str] = []
     release = threading.Event()
 
-    def work(name: str) -> None:
+    def work(name: str) -> str:
         started.append(name)
         release.wait(5)
+        return name
 
     async def scenario() -> list[bool]:
         running = asyncio.ensure_future(threads.run(work, "running"))
@@ -104,6 +106,23 @@ def test_a_cancelled_caller_stops_waiting_and_a_queued_call_never_starts(
         return [isinstance(outcome, asyncio.CancelledError) for outcome in outcomes]
 
     assert _on(replica_loop, scenario()) == [True, True]  # at once, the thread still busy
-    release.set()
-    assert _on(replica_loop, threads.run(lambda: "next")) == "next"
+    # The next call does not wait for the abandoned one: it gets a thread of its own.
+    assert _on(replica_loop, threads.run(threading.current_thread)).name == "probe_1"
     assert started == ["running"]
+    release.set()
+
+
+def test_stop_iteration_reaches_the_caller_as_anyio_reports_it(
+    replica_loop: asyncio.AbstractEventLoop,
+) -> None:
+    """BentoML streams a sync generator API with ``next`` in a thread and stops on this."""
+    threads = WorkerThreads(1, "probe")
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        _on(replica_loop, threads.run(next, iter([])))
+    assert _on(replica_loop, threads.run(next, iter(["still serving"]))) == "still serving"
+
+
+def test_the_threads_are_daemons(replica_loop: asyncio.AbstractEventLoop) -> None:
+    """A model call that never returns must not hold up the replica process's exit."""
+    threads = WorkerThreads(1, "probe")
+    assert _on(replica_loop, threads.run(threading.current_thread)).daemon

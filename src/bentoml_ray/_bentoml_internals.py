@@ -80,7 +80,7 @@ def bento_model_paths(bento: bentoml.Bento) -> dict[bentoml.Tag, pathlib.Path]:
     return paths
 
 
-def api_server_timeout() -> float | None:
+def api_server_timeout() -> int | float | None:
     """``api_server.traffic.timeout`` from BentoML's configuration (60 s by default).
 
     ``bentoml serve`` bounds each request of a runner-based service by it; it is set with
@@ -88,8 +88,8 @@ def api_server_timeout() -> float | None:
     """
     from bentoml._internal.configuration.containers import BentoMLContainer
 
-    timeout = BentoMLContainer.api_server_config.traffic.timeout.get()
-    return None if timeout is None else float(timeout)
+    timeout: int | float | None = BentoMLContainer.api_server_config.traffic.timeout.get()
+    return timeout  # as configured: BentoML's 504 message shows it so
 
 
 def tracing_exporter_type() -> str | None:

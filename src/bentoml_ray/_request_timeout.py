@@ -26,6 +26,9 @@ GRANULARITY_S = 0.25
 class RequestTimeout:
     """ASGI middleware: 504 if the app has not started its answer within ``timeout`` s.
 
+    HTTP requests only: a websocket (a mounted ASGI app's) is not bounded, where BentoML's
+    middleware tried to answer it with a 504 it cannot carry.
+
     No task and no timer per request: a timer each (its handle, its heap entry, its
     cancellation) was 3 % of a small model's replica. The requests whose deadlines fall
     in one ``GRANULARITY_S`` slice wait in one set, and one timer cancels the tasks still
@@ -76,7 +79,8 @@ class RequestTimeout:
         if hasattr(task, "uncancel") and task.uncancel() > cancels_before:
             raise asyncio.CancelledError  # cancelled by someone else too: the client left
         if not started:
-            message = f"Not able to process the request in {self.timeout:g} seconds"
+            # The timeout as configured: BentoML says "60.0" for a 1.2+ service's default.
+            message = f"Not able to process the request in {self.timeout} seconds"
             await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
 
     def _waiting_set(self, timeout: float) -> set[asyncio.Task[Any]]:

@@ -95,11 +95,16 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         )
         if not self._traced:
             dropped += (OpenTelemetryMiddleware,)
+        # BentoML's own entries come first, one of each; a service's own middlewares (which
+        # may use the same classes) come after them and are all kept.
+        to_drop, to_replace = set(dropped), {TimeoutMiddleware}
         kept = []
         for middleware in super().middlewares:
-            if isinstance(middleware.cls, type) and issubclass(middleware.cls, dropped):
+            if middleware.cls in to_drop:
+                to_drop.discard(middleware.cls)
                 continue
-            if middleware.cls is TimeoutMiddleware:
+            if middleware.cls in to_replace:
+                to_replace.discard(middleware.cls)
                 middleware = Middleware(RequestTimeout, timeout=middleware.kwargs["timeout"])
             kept.append(middleware)
         return kept
