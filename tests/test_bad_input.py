@@ -238,7 +238,7 @@ def _active(url: str) -> int:
 def test_a_stuck_model_call_of_a_service_times_out_with_504_and_is_cancelled(
     urls: dict[str, str],
 ) -> None:
-    """1.2+: BentoML's own timeout middleware, in the root replica, bounds the call."""
+    """1.2+: the service's ``traffic.timeout``, applied in the root replica, bounds the call."""
     url = urls["slow_service"]
     # The service's traffic.timeout is 2 s; the call would sleep 60 s.
     response = httpx.post(f"{url}/sleep", json={"seconds": 60}, timeout=30)

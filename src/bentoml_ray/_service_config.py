@@ -11,8 +11,9 @@ options, and anything the user passes to ``deployment()`` wins:
 ``resources.memory``       ``ray_actor_options.memory`` in bytes (``"2Gi"``, ``"512Mi"``)
 ``workers``                ``num_replicas`` (``"cpu_count"``: this machine's CPU count)
 ``traffic.max_concurrency``  ``max_ongoing_requests``, divided among workers as BentoML does
-``traffic.timeout``        kept by BentoML's own timeout middleware in the replica, and by
+``traffic.timeout``        kept by the root's ``RequestTimeout`` (BentoML's 504), and by
                            the callers of a dependency, as in ``bentoml serve``
+``threads``                sync API calls at a time in each replica (``WorkerThreads``)
 ``envs``                   ``runtime_env.env_vars``
 ``batchable`` APIs         ``serve.batch(max_batch_size=..., batch_wait_timeout_s=0)``
 =========================  ==============================================================
