@@ -217,7 +217,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     if args.child:
-        child(args.child, args.requests, counting=not args.no_count)
+        # Several targets, comma-separated, run one after another only uncounted (the tests).
+        for target in args.child.split(",") if args.no_count else [args.child]:
+            child(target, args.requests, counting=not args.no_count)
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind is needed: apt-get install valgrind")
