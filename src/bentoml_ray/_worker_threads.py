@@ -93,7 +93,7 @@ class _Worker(threading.Thread):
             self._idle.append(self)  # before reporting: the next call may take this thread
             with contextlib.suppress(RuntimeError):  # a closed loop: no one is waiting
                 loop.call_soon_threadsafe(_report, done, result, error)
-            del loop, done, call, result, error
+            del loop, done, call, result, error  # keep nothing of it while idle
 
 
 def _report(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
