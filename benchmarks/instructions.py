@@ -108,18 +108,16 @@ def _app(target: str) -> ASGIApp:
         return Starlette(routes=[Route("/score", scorer.__call__, methods=["POST"])])
 
     if target == "bentoml-ray 1.2+":
-        from bentoml_ray._bentoml_internals import resolve_dependency
+        from bentoml_ray._bento_source import resolve_target
         from bentoml_ray._public_ingress import public_app
-        from bentoml_ray._service_deployment import RayServiceAppFactory, _bentoml_error
-        from bentoml_ray._service_proxy import ServiceProxy
+        from bentoml_ray._replica_retry import CallTarget
+        from bentoml_ray._service_deployment import ServiceHost, _bentoml_error
 
-        service = bentoml.load("review_scorer:latest")
-        for dependency in service.dependencies.values():
-            resolve_dependency(dependency, ServiceProxy(dependency.on, PreprocessorStandIn()))
-        service.inject_config()
-        # Batching off: ``serve.batch`` runs only inside a Ray replica.
-        factory = RayServiceAppFactory(service, is_main=True, batching={})
-        return public_app(factory(), "/", error_body=_bentoml_error)
+        source, root = resolve_target("review_scorer:latest")
+        stand_in = CallTarget(PreprocessorStandIn())  # type: ignore[arg-type]
+        # What the root replica builds, batching off: ``serve.batch`` runs only in Ray.
+        host = ServiceHost(source, root.name, {"Preprocessor": stand_in}, {}, is_root=True)
+        return public_app(host.factory(), "/", error_body=_bentoml_error)
 
     from bentoml_ray import _call_placement
     from bentoml_ray._http_app import build_http_app
