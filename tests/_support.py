@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,14 @@ FIXTURES = ROOT / "tests" / "fixtures"
 BIN = pathlib.Path(sys.executable).parent
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+#: In the environment of every replica of the ``four_bentos`` fixture, and nowhere else:
+#: if it shows up in an answer or a log, it leaked.
+SECRET = "s3cr3t-" + secrets.token_hex(12)
+
+#: The request body limit of ``four_bentos``' two fixtures: small enough that the
+#: chunked-body tests send little.
+SMALL_BODY_LIMIT = 64 * 1024
 
 
 def free_port() -> int:

@@ -8,11 +8,13 @@ under its own name and deletes them when done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 _STORE = tempfile.mkdtemp(prefix="bentoml-ray-tests-")
 os.environ["BENTOML_HOME"] = _STORE
@@ -26,8 +28,11 @@ from _support import (  # noqa: E402
     BIN,
     EXAMPLES,
     FIXTURES,
+    SECRET,
+    SMALL_BODY_LIMIT,
     RayCluster,
     build_bento,
+    deployed,
     free_port,
     ray_start_head,
     ray_start_worker,
@@ -100,8 +105,9 @@ def serve_url() -> Iterator[str]:
     import ray
     from ray import serve
 
-    # Logical CPUs beyond the real two, so that several replicas can be scheduled.
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+    # Logical CPUs beyond the real two, so that several replicas can be scheduled (the
+    # seven of ``four_bentos`` stay for the session).
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -109,6 +115,47 @@ def serve_url() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def four_bentos(
+    serve_url: str,
+    iris_bento: str,
+    review_scorer_bento: str,
+    slow_service_bento: str,
+    slow_runner_bento: str,
+) -> Iterator[dict[str, str]]:
+    """Both examples and both slow fixtures, side by side; the base URL of each.
+
+    For ``test_bad_input`` and ``test_security``, deployed once (seven replicas) for both:
+    every replica has ``SECRET`` in its environment; the fixtures run under a bentoml-ray
+    ``route_prefix`` (``/p``), with a request body limit of ``SMALL_BODY_LIMIT``, and the
+    runner-based one with an API-server timeout of 2 s.
+    """
+    import bentoml_ray
+
+    def options(fixture: bool = False, **env_vars: str) -> dict[str, Any]:
+        env = {"SERVICE_API_KEY": SECRET, **env_vars}
+        if fixture:
+            env["BENTOML_RAY_MAX_REQUEST_BODY_SIZE"] = str(SMALL_BODY_LIMIT)
+        prefix = {"route_prefix": "/p"} if fixture else {}
+        return {**prefix, "ray_actor_options": {"runtime_env": {"env_vars": env}}}
+
+    timeout = "api_server.traffic.timeout=2"
+    apps = {
+        "iris": bentoml_ray.deployment(iris_bento, options()),
+        "review": bentoml_ray.deployment(review_scorer_bento, options()),
+        "slow_service": bentoml_ray.deployment(slow_service_bento, options(True)),
+        "slow_runner": bentoml_ray.deployment(
+            slow_runner_bento, options(True, BENTOML_CONFIG_OPTIONS=timeout)
+        ),
+    }
+    with contextlib.ExitStack() as stack:
+        for name, app in apps.items():
+            stack.enter_context(deployed(app, f"four_{name}", route_prefix=f"/{name}"))
+        yield {
+            name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps
+        }
 
 
 @pytest.fixture(scope="session")

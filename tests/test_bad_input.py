@@ -15,7 +15,6 @@ Bad requests are sent with a short client timeout: each must be answered well wi
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import socket
 import time
@@ -25,49 +24,22 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from _support import deployed
-
-import bentoml_ray
+from _support import SMALL_BODY_LIMIT
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 #: How long any bad request may take to be answered (a bound, not a measurement).
 BAD_REQUEST_WAIT = 10.0
 
-#: Small enough that the chunked-body tests send little.
-SMALL_LIMIT = 64 * 1024
-
 #: Generated cases per Bento and mode (valid / invalid data).
 FUZZ_EXAMPLES = 120
 
 
-def _env(**env_vars: str) -> dict[str, Any]:
-    return {"ray_actor_options": {"runtime_env": {"env_vars": env_vars}}}
-
-
 @pytest.fixture(scope="module")
-def urls(
-    serve_url: str,
-    iris_bento: str,
-    review_scorer_bento: str,
-    slow_service_bento: str,
-    slow_runner_bento: str,
-) -> Iterator[dict[str, str]]:
-    """The four Bentos deployed side by side, each under its own prefix."""
-    small = {"BENTOML_RAY_MAX_REQUEST_BODY_SIZE": str(SMALL_LIMIT)}
-    apps = {
-        "iris": bentoml_ray.deployment(iris_bento),
-        "review": bentoml_ray.deployment(review_scorer_bento),
-        "slow_service": bentoml_ray.deployment(slow_service_bento, _env(**small)),
-        "slow_runner": bentoml_ray.deployment(
-            slow_runner_bento,
-            _env(BENTOML_CONFIG_OPTIONS="api_server.traffic.timeout=2", **small),
-        ),
-    }
-    with contextlib.ExitStack() as stack:
-        for name, app in apps.items():
-            stack.enter_context(deployed(app, f"bad_input_{name}", route_prefix=f"/{name}"))
-        yield {name: f"{serve_url}/{name}" for name in apps}
+def urls(four_bentos: dict[str, str]) -> dict[str, str]:
+    """The four Bentos side by side (``four_bentos`` in conftest: the fixtures have a body
+    limit of ``SMALL_BODY_LIMIT`` and the runner-based one a 2 s API-server timeout)."""
+    return four_bentos
 
 
 # --- fuzzing from the services' own OpenAPI documents ------------------------------------
@@ -194,7 +166,7 @@ def test_a_streamed_body_is_counted_and_refused_past_the_limit(
 ) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"seconds": "'
-        for _ in range(4 * SMALL_LIMIT // 1024):
+        for _ in range(4 * SMALL_BODY_LIMIT // 1024):
             yield b"1" * 1024
         yield b'"}'
 
@@ -206,7 +178,7 @@ def test_a_streamed_body_is_counted_and_refused_past_the_limit(
         timeout=BAD_REQUEST_WAIT,
     )
     assert response.status_code == 413
-    assert f"({SMALL_LIMIT} bytes)" in response.text
+    assert f"({SMALL_BODY_LIMIT} bytes)" in response.text
     assert "BENTOML_RAY_MAX_REQUEST_BODY_SIZE" in response.text
     # A body within the limit still goes through, on the same replica.
     ok = httpx.post(f"{urls[bento]}/sleep", json={"seconds": 0}, timeout=30)
@@ -219,11 +191,11 @@ def test_a_declared_length_over_a_configured_limit_is_refused(
 ) -> None:
     response = httpx.post(
         f"{urls[bento]}/sleep",
-        content=b"{" + b" " * SMALL_LIMIT + b'"seconds": 0}',
+        content=b"{" + b" " * SMALL_BODY_LIMIT + b'"seconds": 0}',
         headers={"Content-Type": "application/json"},
         timeout=BAD_REQUEST_WAIT,
     )
-    assert response.status_code == 413 and f"({SMALL_LIMIT} bytes)" in response.text
+    assert response.status_code == 413 and f"({SMALL_BODY_LIMIT} bytes)" in response.text
 
 
 # --- stuck models -------------------------------------------------------------------------

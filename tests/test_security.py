@@ -11,57 +11,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from _support import RayCluster, deployed
-
-import bentoml_ray
+from _support import SECRET, RayCluster
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 PICKLE = "application/vnd.bentoml+pickle"
 
-#: A value no test writes anywhere else: if it shows up, it leaked.
-SECRET = "s3cr3t-" + secrets.token_hex(12)
-
-PREFIX = {"route_prefix": "/p"}
-
-
-def _with_secret(options: dict[str, Any] | None = None) -> dict[str, Any]:
-    env = {"SERVICE_API_KEY": SECRET}
-    return {**(options or {}), "ray_actor_options": {"runtime_env": {"env_vars": env}}}
-
 
 @pytest.fixture(scope="module")
-def urls(
-    serve_url: str,
-    iris_bento: str,
-    review_scorer_bento: str,
-    slow_service_bento: str,
-    slow_runner_bento: str,
-) -> Iterator[dict[str, str]]:
-    """Both examples, and both fixtures under a bentoml-ray ``route_prefix`` (7 replicas)."""
-    apps = {
-        "iris": bentoml_ray.deployment(iris_bento, _with_secret()),
-        "review": bentoml_ray.deployment(review_scorer_bento, _with_secret()),
-        "slow_service": bentoml_ray.deployment(slow_service_bento, _with_secret(PREFIX)),
-        "slow_runner": bentoml_ray.deployment(slow_runner_bento, _with_secret(PREFIX)),
-    }
-    with contextlib.ExitStack() as stack:
-        for name, app in apps.items():
-            stack.enter_context(deployed(app, f"security_{name}", route_prefix=f"/{name}"))
-        yield {
-            name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps
-        }
+def urls(four_bentos: dict[str, str]) -> dict[str, str]:
+    """Both examples, and both fixtures under a bentoml-ray ``route_prefix``, each replica
+    with ``SECRET`` in its environment (``four_bentos`` in conftest)."""
+    return four_bentos
 
 
 def _routes(url: str) -> list[str]:

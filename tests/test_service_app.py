@@ -17,6 +17,7 @@ import bentoml
 import pytest
 from bentoml._internal.configuration.containers import BentoMLContainer
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from bentoml_ray import _service_deployment
@@ -27,6 +28,8 @@ from bentoml_ray._bentoml_internals import (
 )
 from bentoml_ray._request_timeout import RequestTimeout
 from bentoml_ray._service_deployment import RayServiceAppFactory
+
+PICKLE = "application/vnd.bentoml+pickle"
 
 
 @bentoml.service(traffic={"timeout": 1, "max_concurrency": 8})
@@ -166,3 +169,20 @@ def test_a_timed_out_sync_call_does_not_hold_up_the_next_one() -> None:
     assert timed_out.status_code == 504
     assert quick.status_code == 200 and quick.text == "AppProbe_1"
     assert took < 2.4, took  # did not wait for the sleeping call
+
+
+@pytest.mark.parametrize("prefix", ["/", "/p"])
+def test_the_public_app_is_starlette_with_the_guards_in_front(prefix: str) -> None:
+    """Ray Serve names routes (its metrics' ``route`` label) only from a Starlette app."""
+    from bentoml_ray._public_ingress import public_app
+
+    app = public_app(_factory()(), prefix, error_body=lambda message: {"error": message})
+    assert isinstance(app, Starlette)
+    base = prefix.rstrip("/")
+    with TestClient(app) as client:
+        echoed = client.post(f"{base}/echo", json={"text": "hi"})
+        pickled = client.post(f"{base}/echo", content=b"\x80\x04", headers={"content-type": PICKLE})
+        metrics = client.get(f"{base}/metrics")
+    assert echoed.status_code == 200 and echoed.text == "hi"
+    assert pickled.status_code == 415 and "internal to BentoML" in pickled.json()["error"]
+    assert metrics.status_code == 200 and "process_" in metrics.text  # the replica's registry

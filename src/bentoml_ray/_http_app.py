@@ -215,7 +215,12 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         )
         for api in svc.apis.values()
     ]
-    routes = [*builtin_routes, *api_routes]
+    prefix = route_prefix.rstrip("/")
+    direct = _direct_routes(builtin_routes, api_routes, prefix)
+    # The router would pick a direct route only for its own path, whatever its place, so
+    # these go first: Ray Serve names each request's route by trying the routes in order.
+    first = list(direct.values())
+    routes = [*first, *builtin_routes, *(r for r in api_routes if all(r is not f for f in first))]
     for mounted, path, name in svc.mount_apps:
         routes.append(Mount(path, app=mounted, name=name))
 
@@ -239,8 +244,6 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     # serve`` does; an API request straight to its endpoint; then refuse pickles and
     # oversized bodies before anything reads them. The service's own middlewares must see
     # every API request: with any, no request skips the router.
-    prefix = route_prefix.rstrip("/")
-    direct = _direct_routes(builtin_routes, api_routes, prefix)
     dispatch = [Middleware(APIDispatch, routes=direct, body_limit=body_limit, prefix=prefix)]
     middleware = [
         Middleware(RequestTimeout, timeout=api_server_timeout()),

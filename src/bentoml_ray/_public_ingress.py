@@ -52,23 +52,27 @@ class RefuseInternalMediaTypes:
         await self.app(scope, receive, send)
 
 
-def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> ASGIApp:
+def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> Starlette:
     """``app`` behind the media-type guard and the body cap, served under ``route_prefix``.
+
+    The guards become ``app``'s outermost middlewares, so Ray Serve still gets a Starlette
+    app: it names each request's route from the app's routes (its metrics' ``route``
+    label) and adds its handlers for overload errors.
 
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.
     """
-    served: ASGIApp = app
-    if route_prefix != "/":
+    # ``add_middleware`` puts each in front of the others: the first guard runs first.
+    app.add_middleware(ServeReplicaMetrics, path="/metrics")
+    app.add_middleware(LimitRequestBody, error_body=error_body, limit=max_body_size())
+    app.add_middleware(RefuseInternalMediaTypes, error_body=error_body)
+    if route_prefix == "/":
+        return app
 
-        @contextlib.asynccontextmanager
-        async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            # ``app``, the service's own app, not the wrapper around it (which recursed).
-            async with app.router.lifespan_context(app):
-                yield
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # ``app``, the service's own app, not the wrapper around it (which recursed).
+        async with app.router.lifespan_context(app):
+            yield
 
-        served = Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)
-    served = ServeReplicaMetrics(served, route_prefix.rstrip("/") + "/metrics")
-    return RefuseInternalMediaTypes(
-        LimitRequestBody(served, error_body, max_body_size()), error_body
-    )
+    return Starlette(routes=[Mount(route_prefix, app=app)], lifespan=lifespan)

@@ -26,9 +26,9 @@ from typing import Any
 
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from ray import serve
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import Response
-from starlette.types import ASGIApp
 
 from ._batch_gate import gated_batch
 from ._batching import merge_values
@@ -267,7 +267,7 @@ class RootServiceDeployment(ServiceHost):
         super().__init__(source, service_name, dependencies, batching, is_root=True)
         self.route_prefix = route_prefix
 
-    def __serve_build_asgi_app__(self) -> ASGIApp:
+    def __serve_build_asgi_app__(self) -> Starlette:
         return public_app(self.factory(), self.route_prefix, error_body=_bentoml_error)
 
 
