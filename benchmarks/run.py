@@ -239,7 +239,7 @@ def start(command: list[str], env: dict[str, str], log: pathlib.Path) -> subproc
 def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     """Stop a server this run started, leader first, then whatever is left of its group."""
     if process.poll() is None:
-        process.terminate()  # the Ray host shuts Serve and Ray down on SIGTERM
+        process.terminate()  # the Ray host shuts Ray down on SIGTERM
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
     with contextlib.suppress(ProcessLookupError):
