@@ -27,7 +27,11 @@ class Outcome:
 
 
 class Load:
-    """``connections`` clients POSTing ``body`` (JSON) to ``url`` until the block ends."""
+    """``connections`` clients POSTing ``body`` (JSON) to ``url`` until the block ends.
+
+    Each client waits ``pause_s`` after each answer: with a pause, the load leaves the
+    machine room to start replicas.
+    """
 
     def __init__(
         self,
@@ -37,12 +41,14 @@ class Load:
         *,
         check: Callable[[httpx.Response], bool] | None = None,
         timeout_s: float = 60.0,
+        pause_s: float = 0.0,
     ) -> None:
         self.url = url
         self.body = body
         self.connections = connections
         self.check = check
         self.timeout_s = timeout_s
+        self.pause_s = pause_s
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -67,6 +73,8 @@ class Load:
             except httpx.HTTPError as exc:
                 status, detail = 0, f"{type(exc).__name__}: {exc}"[:300]
             self.outcomes.append(Outcome(start, time.monotonic(), status, detail))
+            if self.pause_s:
+                await asyncio.sleep(self.pause_s)
 
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=self.connections)

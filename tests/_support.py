@@ -25,7 +25,7 @@ BIN = pathlib.Path(sys.executable).parent
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-#: In the environment of every replica of the ``four_bentos`` fixture, and nowhere else:
+#: In the environment of the ``four_bentos`` fixture's ingress replicas, and nowhere else:
 #: if it shows up in an answer or a log, it leaked.
 SECRET = "s3cr3t-" + secrets.token_hex(12)
 

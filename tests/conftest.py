@@ -127,18 +127,19 @@ def four_bentos(
 ) -> Iterator[dict[str, str]]:
     """Both examples and both slow fixtures, side by side; the base URL of each.
 
-    For ``test_bad_input`` and ``test_security``, deployed once (seven replicas) for both:
-    every replica has ``SECRET`` in its environment; the fixtures run under a bentoml-ray
-    ``route_prefix`` (``/p``), with a request body limit of ``SMALL_BODY_LIMIT``, and the
-    runner-based one with an API-server timeout of 2 s.
+    For ``test_bad_input`` and ``test_security``, deployed once (seven replicas) for both.
+    The ingress replicas (API server, root service) have ``SECRET`` in their environment;
+    the two slow fixtures run under a bentoml-ray ``route_prefix`` (``/p``), with a request
+    body limit of ``SMALL_BODY_LIMIT``, and the runner-based one with an API-server
+    timeout of 2 s.
     """
     import bentoml_ray
 
-    def options(fixture: bool = False, **env_vars: str) -> dict[str, Any]:
+    def options(slow_fixture: bool = False, **env_vars: str) -> dict[str, Any]:
         env = {"SERVICE_API_KEY": SECRET, **env_vars}
-        if fixture:
+        if slow_fixture:
             env["BENTOML_RAY_MAX_REQUEST_BODY_SIZE"] = str(SMALL_BODY_LIMIT)
-        prefix = {"route_prefix": "/p"} if fixture else {}
+        prefix = {"route_prefix": "/p"} if slow_fixture else {}
         return {**prefix, "ray_actor_options": {"runtime_env": {"env_vars": env}}}
 
     timeout = "api_server.traffic.timeout=2"

@@ -29,8 +29,8 @@ PICKLE = "application/vnd.bentoml+pickle"
 
 @pytest.fixture(scope="module")
 def urls(four_bentos: dict[str, str]) -> dict[str, str]:
-    """Both examples, and both fixtures under a bentoml-ray ``route_prefix``, each replica
-    with ``SECRET`` in its environment (``four_bentos`` in conftest)."""
+    """Both examples, and both fixtures under a bentoml-ray ``route_prefix``, each ingress
+    replica with ``SECRET`` in its environment (``four_bentos`` in conftest)."""
     return four_bentos
 
 

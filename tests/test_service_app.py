@@ -26,6 +26,9 @@ from bentoml_ray._bentoml_internals import (
     MaxConcurrencyMiddleware,
     RunnerTrafficMetricsMiddleware,
 )
+from bentoml_ray._body_limit import LimitRequestBody
+from bentoml_ray._public_ingress import RefuseInternalMediaTypes
+from bentoml_ray._replica_metrics import ServeReplicaMetrics
 from bentoml_ray._request_timeout import RequestTimeout
 from bentoml_ray._service_deployment import RayServiceAppFactory
 
@@ -172,17 +175,31 @@ def test_a_timed_out_sync_call_does_not_hold_up_the_next_one() -> None:
 
 
 @pytest.mark.parametrize("prefix", ["/", "/p"])
-def test_the_public_app_is_starlette_with_the_guards_in_front(prefix: str) -> None:
+def test_the_public_app_is_starlette_with_the_guards_in_front(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ray Serve names routes (its metrics' ``route`` label) only from a Starlette app."""
     from bentoml_ray._public_ingress import public_app
 
-    app = public_app(_factory()(), prefix, error_body=lambda message: {"error": message})
+    monkeypatch.setenv("BENTOML_RAY_MAX_REQUEST_BODY_SIZE", "64")
+    service_app = _factory()()
+    app = public_app(service_app, prefix, error_body=lambda message: {"error": message})
     assert isinstance(app, Starlette)
+    guards = [RefuseInternalMediaTypes, LimitRequestBody, ServeReplicaMetrics]
+    assert [m.cls for m in service_app.user_middleware[:3]] == guards  # outermost first
     base = prefix.rstrip("/")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "'
+        yield b"x" * 100
+        yield b'"}'
+
     with TestClient(app) as client:
         echoed = client.post(f"{base}/echo", json={"text": "hi"})
         pickled = client.post(f"{base}/echo", content=b"\x80\x04", headers={"content-type": PICKLE})
+        streamed = client.post(f"{base}/echo", content=chunks())
         metrics = client.get(f"{base}/metrics")
     assert echoed.status_code == 200 and echoed.text == "hi"
     assert pickled.status_code == 415 and "internal to BentoML" in pickled.json()["error"]
+    assert streamed.status_code == 413 and "(64 bytes)" in streamed.json()["error"]
     assert metrics.status_code == 200 and "process_" in metrics.text  # the replica's registry

@@ -217,10 +217,12 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     ]
     prefix = route_prefix.rstrip("/")
     direct = _direct_routes(builtin_routes, api_routes, prefix)
-    # The router would pick a direct route only for its own path, whatever its place, so
-    # these go first: Ray Serve names each request's route by trying the routes in order.
+    # Nothing before a direct route matches its path, so it is picked for the same requests
+    # wherever it stands; first, it is found sooner by Ray Serve, which names each request's
+    # route by trying the routes in order (the names do not change).
     first = list(direct.values())
-    routes = [*first, *builtin_routes, *(r for r in api_routes if all(r is not f for f in first))]
+    moved = {id(route) for route in first}
+    routes = [*first, *builtin_routes, *(r for r in api_routes if id(r) not in moved)]
     for mounted, path, name in svc.mount_apps:
         routes.append(Mount(path, app=mounted, name=name))
 

@@ -55,14 +55,15 @@ class RefuseInternalMediaTypes:
 def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> Starlette:
     """``app`` behind the media-type guard and the body cap, served under ``route_prefix``.
 
-    The guards become ``app``'s outermost middlewares, so Ray Serve still gets a Starlette
-    app: it names each request's route from the app's routes (its metrics' ``route``
-    label) and adds its handlers for overload errors.
+    The guards are added to ``app`` itself (before it first runs), as its outermost
+    middlewares, so that Ray Serve still gets a Starlette app: Ray names each request's
+    route (its metrics' ``route`` label) from a Starlette app's routes only.
 
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.
     """
-    # ``add_middleware`` puts each in front of the others: the first guard runs first.
+    # ``add_middleware`` puts each in front of those before it, so they run in the
+    # opposite order: the media-type guard, the body cap, then ``/metrics``.
     app.add_middleware(ServeReplicaMetrics, path="/metrics")
     app.add_middleware(LimitRequestBody, error_body=error_body, limit=max_body_size())
     app.add_middleware(RefuseInternalMediaTypes, error_body=error_body)
