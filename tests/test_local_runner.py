@@ -104,16 +104,19 @@ def test_inline_calls_preempted_now_and_then_by_other_threads_stay_inline() -> N
         assert placement.inline
 
 
-def test_one_slow_inline_call_costs_one_thread_call() -> None:
+def test_a_slow_inline_call_after_a_fast_streak_is_a_hiccup() -> None:
     placement = CallPlacement()
     placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
-    placement.record_inline(0.003, 0.003)  # a garbage collection in the call, say
+    placement.record_inline(0.003, 0.003)  # slow, with no fast streak yet: the thread
     assert not placement.inline
     placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
     assert placement.inline
-    for _ in range(FAST_STREAK):  # fast again: the next slow one costs one call again
+    for _ in range(FAST_STREAK):
         placement.record_inline(0.0003, 0.0003)
-    placement.record_inline(0.003, 0.003)
+    placement.record_inline(0.003, 0.003)  # a garbage collection in the call, say
+    assert placement.inline  # a hiccup: no thread call at all
+    placement.record_inline(0.003, 0.003)  # slow again, at once: the thread, for one call
+    assert not placement.inline
     placement.record_thread(wall_s=0.0003, cpu_s=0.0003)
     assert placement.inline
 

@@ -19,6 +19,14 @@ number of thread calls before the next inline try, up to ``MAX_BACKOFF``, until
 ``FAST_STREAK`` inline calls in a row were fast again; so a waiting model stalls the loop
 ever more rarely, down to once in 1,024 calls. A call whose wall time in the thread
 passes ``PROBE_WALL_LIMIT_S`` puts the next inline try ``MAX_BACKOFF`` calls away.
+
+One slow inline call after ``FAST_STREAK`` fast ones is a hiccup (a garbage collection
+in the call, say) and changes nothing; a second one in a row goes to the thread. Even a
+single thread call is dear under load: every model call of the replica queues behind it
+while the worker thread waits to be scheduled and for the GIL. Measured on an embedded
+iris replica under 32 connections, in Ray's high-throughput mode: with 10-15 calls in
+21,000 sent to the thread, one at a time, its p99 latency was 110-200 ms; with every call
+forced inline, 65 ms, as the hand-written deployment's.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ STALL_SHARE = 0.25
 STALL_WINDOW = 16
 
 #: Fast inline calls in a row after which a slow one is taken for a hiccup (a garbage
-#: collection in the call, say) and costs a single thread call again.
+#: collection in the call, say): the calls stay inline, and the thread calls before the
+#: next inline try are back to one.
 FAST_STREAK = 16
 
 
@@ -69,6 +78,9 @@ class CallPlacement:
             self._fast_streak += 1
             if self._fast_streak >= FAST_STREAK:
                 self._backoff = 1
+            return
+        if self._fast_streak >= FAST_STREAK:  # a hiccup
+            self._fast_streak = 0
             return
         self.inline = False
         self._fast_streak = 0
