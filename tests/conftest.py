@@ -14,6 +14,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 _STORE = tempfile.mkdtemp(prefix="bentoml-ray-tests-")
@@ -50,53 +51,86 @@ def bentoml_home() -> str:
     return _STORE
 
 
+#: Where each session Bento is built from, by fixture name.
+BENTO_SOURCES = {
+    "iris_bento": EXAMPLES / "iris_classifier",
+    "probe_bento": FIXTURES / "batch_probe",
+    "review_scorer_bento": EXAMPLES / "review_scorer",
+    "graph_bento": FIXTURES / "service_graph",
+    "slow_service_bento": FIXTURES / "slow_service",
+    "slow_runner_bento": FIXTURES / "slow_runner",
+    "fault_runner_bento": FIXTURES / "fault_runner",
+    "fault_probe_bento": FIXTURES / "fault_probe",
+}
+
+
 @pytest.fixture(scope="session")
-def iris_bento() -> str:
+def bento_builds(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[str]]]:
+    """The Bentos this session's tests use, built two at a time (a ``bentoml build`` per
+    core) as soon as the first is wanted: one after another they took a minute."""
+    # In the order the tests first want them.
+    wanted = dict.fromkeys(
+        name
+        for item in request.session.items
+        for name in getattr(item, "fixturenames", ())
+        if name in BENTO_SOURCES
+    )
+
+    def build(name: str) -> str:
+        if name == "iris_bento":
+            train_iris()  # the model the iris Bento packs
+        return build_bento(BENTO_SOURCES[name])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {name: pool.submit(build, name) for name in wanted}
+
+
+@pytest.fixture(scope="session")
+def iris_bento(bento_builds: dict[str, Future[str]]) -> str:
     """The example iris Bento, built from examples/iris_classifier; returns its tag."""
-    train_iris()
-    return build_bento(EXAMPLES / "iris_classifier")
+    return bento_builds["iris_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def probe_bento() -> str:
+def probe_bento(bento_builds: dict[str, Future[str]]) -> str:
     """The batch-probe Bento from tests/fixtures/batch_probe; returns its tag."""
-    return build_bento(FIXTURES / "batch_probe")
+    return bento_builds["probe_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def review_scorer_bento() -> str:
+def review_scorer_bento(bento_builds: dict[str, Future[str]]) -> str:
     """The composed 1.2+ example from examples/review_scorer; returns its tag."""
-    return build_bento(EXAMPLES / "review_scorer")
+    return bento_builds["review_scorer_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def graph_bento() -> str:
+def graph_bento(bento_builds: dict[str, Future[str]]) -> str:
     """The 1.2+ diamond graph from tests/fixtures/service_graph; returns its tag."""
-    return build_bento(FIXTURES / "service_graph")
+    return bento_builds["graph_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def slow_service_bento() -> str:
+def slow_service_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/slow_service: a 1.2+ service that can hang past its 2 s timeout."""
-    return build_bento(FIXTURES / "slow_service")
+    return bento_builds["slow_service_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def slow_runner_bento() -> str:
+def slow_runner_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/slow_runner: a runner Bento whose model can hang."""
-    return build_bento(FIXTURES / "slow_runner")
+    return bento_builds["slow_runner_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def fault_runner_bento() -> str:
+def fault_runner_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/fault_runner: a runner Bento with a slow runner, to kill under load."""
-    return build_bento(FIXTURES / "fault_runner")
+    return bento_builds["fault_runner_bento"].result()
 
 
 @pytest.fixture(scope="session")
-def fault_probe_bento() -> str:
+def fault_probe_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/fault_probe: a composed 1.2+ Bento with a slow dependency, to kill."""
-    return build_bento(FIXTURES / "fault_probe")
+    return bento_builds["fault_probe_bento"].result()
 
 
 @pytest.fixture(scope="session")
