@@ -1,19 +1,18 @@
-"""Redeploying the iris example while traffic flows: no client request may fail.
+"""Redeploying the iris example with a new Bento version while traffic flows: no client
+request may fail.
 
-``serve.run`` of the same application name first with a new version of the Bento, then
-with a new ``num_replicas`` for the API server (up, then down: Ray only reconfigures).
-For a new version Ray replaces every replica. The runner has two: Ray replaces them one
-at a time (a fifth of the replicas, at least one), and the other keeps serving. The API
-server has one: Ray drains and stops it before the new one runs, and Ray's proxy holds
-the requests of that gap until it does, so clients see a pause, not an error. The figures
-(and the longest request, the pause) are printed; run with ``-s`` to see them.
+``serve.run`` of the same application name with the new version: Ray replaces every
+replica of both deployments (API server and runner, two each), one at a time (a fifth of
+a deployment's replicas, at least one), draining each old replica before it stops, while
+the others serve; the API server's calls go to whichever runner replicas run. The load is
+paced, so that the new replicas start in seconds rather than half a minute. (A change of
+``num_replicas`` alone starts or drains replicas in the same way, without replacing the
+others.) The figures are printed; run with ``-s`` to see them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -25,62 +24,56 @@ import bentoml_ray
 pytestmark = pytest.mark.usefixtures("serve_url")
 
 APP = "redeploy-iris"
+DEPLOYMENTS = ("iris_classifier", "iris_classifier.runner.iris_clf")
 CONNECTIONS = 4
 #: Each client's pause between requests: at most 80 requests/s, about half of what the
 #: example serves here, so that new replicas start in seconds, not half a minute, while
 #: requests still arrive throughout.
 PAUSE_S = 0.05
-#: Answers to wait for between steps, so that each step runs under load.
-BETWEEN = 50
+#: Answers to wait for before and after the redeploy, so that it runs under load.
+AROUND = 50
 
 
 def _is_virginica(response: httpx.Response) -> bool:
     return bool(response.json() == [2])
 
 
-def _step(load: Load, what: str, redeploy: Callable[[], Any]) -> None:
-    start = time.monotonic()
-    redeploy()
-    took = time.monotonic() - start
-    load.wait_for(len(load.outcomes) + BETWEEN)
-    longest = max(outcome.end - outcome.start for outcome in load.outcomes)
-    print(
-        f"\n[redeploy] {what}: serve.run took {took:.1f} s; so far {load.summary()}, "
-        f"the longest request {longest:.1f} s"
-    )
+def _replicas() -> set[str]:
+    return {name for d in DEPLOYMENTS for name in replica_actor_names(APP, d)}
 
 
-def _wait_gone(replicas: list[str], bound_s: float = 120.0) -> None:
-    """The old version's replicas stop (they drain first, so this is bounded, not instant)."""
-    deadline = time.monotonic() + bound_s
-    while set(replicas) & set(replica_actor_names(APP, "iris_classifier")):
-        assert time.monotonic() < deadline, "the old version's replicas are still there"
-        time.sleep(0.2)
-
-
-def test_redeploying_under_load_fails_no_request(serve_url: str, iris_bento: str) -> None:
+def test_redeploying_a_new_version_under_load_fails_no_request(
+    serve_url: str, iris_bento: str
+) -> None:
     from ray import serve
 
-    def run(tag: str, replicas: int) -> None:
-        app = bentoml_ray.deployment(
-            tag, {"num_replicas": replicas}, {"iris_clf": {"num_replicas": 2}}
-        )
+    def run(tag: str) -> None:
+        app = bentoml_ray.deployment(tag, {"num_replicas": 2}, {"iris_clf": {"num_replicas": 2}})
         serve.run(app, name=APP, route_prefix=f"/{APP}")
 
     new_version = build_bento(EXAMPLES / "iris_classifier")
     assert new_version != iris_bento
-    run(iris_bento, 1)
+    run(iris_bento)
     try:
+        old_replicas = _replicas()
+        assert len(old_replicas) == 4, old_replicas
         url = f"{serve_url}/{APP}/classify"
         body = [[5.9, 3.0, 5.1, 1.8]]
         with Load(url, body, CONNECTIONS, check=_is_virginica, pause_s=PAUSE_S) as load:
-            load.wait_for(BETWEEN)
-            old_replicas = replica_actor_names(APP, "iris_classifier")
-            _step(load, f"new Bento version {new_version}", lambda: run(new_version, 1))
-            _wait_gone(old_replicas)
-            _step(load, "num_replicas 1 -> 2", lambda: run(new_version, 2))
-            assert len(replica_actor_names(APP, "iris_classifier")) == 2
-            _step(load, "num_replicas 2 -> 1", lambda: run(new_version, 1))
+            load.wait_for(AROUND)
+            start = time.monotonic()
+            run(new_version)
+            took = time.monotonic() - start
+            deadline = time.monotonic() + 120  # old replicas drain before they stop
+            while old_replicas & _replicas():
+                assert time.monotonic() < deadline, "the old version's replicas are still there"
+                time.sleep(0.2)
+            load.wait_for(len(load.outcomes) + AROUND)
+        longest = max(outcome.end - outcome.start for outcome in load.outcomes)
+        print(
+            f"\n[redeploy] new Bento version {new_version}: serve.run took {took:.1f} s; "
+            f"{load.summary()}; the longest request {longest:.1f} s"
+        )
     finally:
         serve.delete(APP)
     assert not load.failures, load.summary()
