@@ -65,13 +65,19 @@ def build_bento(build_ctx: pathlib.Path) -> str:
     In-process builds would share Python's module cache: two Bentos whose services both
     live in ``service.py`` would get the first one's service.
     """
-    done = subprocess.run(
-        [str(BIN / "bentoml"), "build", "--output", "tag"],
-        cwd=build_ctx,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    for attempt in range(3):
+        done = subprocess.run(
+            [str(BIN / "bentoml"), "build", "--output", "tag"],
+            cwd=build_ctx,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        # Locking a Bento's packages asks PyPI (uv pip compile), the build's only network
+        # step; a CI run once lost every iris test to one failed lock. Retry only that.
+        if done.returncode == 0 or "Failed to lock PyPI packages" not in done.stderr:
+            break
+        time.sleep(5 * (attempt + 1))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
