@@ -8,7 +8,8 @@ Workloads:
   iris      the runner-based iris example (overhead-bound): bentoml serve, bentoml-ray,
             hand-written Ray Serve as one deployment and as ingress + model deployment
   composed  the 1.2+ review scorer (two hops): bentoml serve, bentoml-ray, hand-written
-  batching  a vectorisable batchable 1.2+ model: bentoml-ray with batching on and off
+  batching  a vectorisable batchable 1.2+ model: bentoml-ray with batching on and off,
+            and hand-written Ray Serve with serve.batch
 
 Each Ray mode (``default``; ``throughput``: Ray's high-throughput mode, HAProxy and gRPC
 between deployments) runs in its own Ray, in its own process; `bentoml serve` runs beside
@@ -149,8 +150,11 @@ def workloads(tags: dict[str, str], connections: list[int]) -> dict[str, Workloa
                 Target("batching on", deployment, [tags["batching"]]),
                 Target("batching off", deployment, [tags["batching"]],
                        {"enable_batching": False}),
+                Target("hand-written, serve.batch", "handwritten:vector_batched"),
             ],
-            [64], [("batching on", "batching off", 4.0)],
+            [64],
+            [("batching on", "batching off", 4.0),
+             ("batching on", "hand-written, serve.batch", None)],
         ),
     }  # fmt: skip
 

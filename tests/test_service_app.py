@@ -21,13 +21,15 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from bentoml_ray import _service_deployment
+from bentoml_ray._api_dispatch import APIDispatch
 from bentoml_ray._bentoml_internals import (
     AccessLogMiddleware,
+    ContextMiddleware,
     MaxConcurrencyMiddleware,
     RunnerTrafficMetricsMiddleware,
 )
 from bentoml_ray._body_limit import LimitRequestBody
-from bentoml_ray._public_ingress import RefuseInternalMediaTypes
+from bentoml_ray._media_type_guard import RefuseInternalMediaTypes
 from bentoml_ray._replica_metrics import ServeReplicaMetrics
 from bentoml_ray._request_timeout import RequestTimeout
 from bentoml_ray._service_deployment import RayServiceAppFactory
@@ -57,6 +59,16 @@ class AppProbe:
     @bentoml.api
     def first(self, items: list[str]) -> str:
         return next(iter(items))  # StopIteration for no items: the API's own error
+
+    @bentoml.api
+    def scale(self, rows: list[list[float]], factor: float = 2.0) -> list[list[float]]:
+        return [[value * factor for value in row] for row in rows]
+
+    @bentoml.api(route="/v1/whoami")
+    def whoami(self, ctx: bentoml.Context) -> dict[str, Any]:
+        ctx.response.status_code = 201
+        ctx.response.headers["x-seen-path"] = ctx.request.url.path
+        return {"path": ctx.request.url.path}
 
     @bentoml.api
     async def stuck(self) -> str:
@@ -186,7 +198,11 @@ def test_the_public_app_is_starlette_with_the_guards_in_front(
     app = public_app(service_app, prefix, error_body=lambda message: {"error": message})
     assert isinstance(app, Starlette)
     guards = [RefuseInternalMediaTypes, LimitRequestBody, ServeReplicaMetrics]
-    assert [m.cls for m in service_app.user_middleware[:3]] == guards  # outermost first
+    # Outermost first: the timeout, the API dispatch (which makes the guards' checks), the
+    # guards, BentoML's request context.
+    assert [m.cls for m in service_app.user_middleware] == [
+        RequestTimeout, APIDispatch, *guards, ContextMiddleware
+    ]  # fmt: skip
     base = prefix.rstrip("/")
 
     def chunks() -> Iterator[bytes]:
@@ -203,3 +219,89 @@ def test_the_public_app_is_starlette_with_the_guards_in_front(
     assert pickled.status_code == 415 and "internal to BentoML" in pickled.json()["error"]
     assert streamed.status_code == 413 and "(64 bytes)" in streamed.json()["error"]
     assert metrics.status_code == 200 and "process_" in metrics.text  # the replica's registry
+
+
+def _chunked(body: bytes) -> Iterator[bytes]:
+    """The body in two chunks: no declared length, so the request takes the full app."""
+    yield body[:1]
+    yield body[1:]
+
+
+@pytest.mark.parametrize("prefix", ["/", "/p"])
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/scale", b'{"rows": [[1, 2]]}', "application/json"),
+        ("/scale", b'{"rows": [[1, 2]], "factor": 3}', "application/json"),
+        ("/scale", b'{"rows": [["a"]]}', "application/json"),  # wrong type: 400
+        ("/scale", b'{"rows": [[1, 2]]', "application/json"),  # malformed JSON: 400
+        ("/scale", b'{"nothing": 1}', "application/json"),  # a missing field: 400
+        ("/scale", b"\x80\x04", PICKLE),  # internal: 415
+        ("/scale", b"x" * 100, "application/json"),  # over the 64-byte limit: 413
+        ("/v1/whoami", b"{}", "application/json"),  # the request context: path, status
+        ("/first", b'{"items": []}', "application/json"),  # the API raised: 500
+        ("/stuck", b"{}", "application/json"),  # 504, the call cancelled
+        ("/metrics", b"", "application/json"),  # the replica's /metrics is GET only: 405
+    ],
+)
+def test_both_ways_answer_alike(
+    prefix: str, path: str, body: bytes, content_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A declared body length goes straight to the endpoint, a chunked one through it all."""
+    from bentoml_ray._public_ingress import public_app
+
+    monkeypatch.setenv("BENTOML_RAY_MAX_REQUEST_BODY_SIZE", "64")
+    app = public_app(_factory()(), prefix, error_body=lambda message: {"error": message})
+    url = prefix.rstrip("/") + path
+    headers = {"content-type": content_type}
+    with TestClient(app) as client:
+        direct = client.post(url, content=body, headers=headers)
+        routed = client.post(url, content=_chunked(body), headers=headers)
+    assert "content-length" not in routed.request.headers
+    assert (direct.status_code, direct.content) == (routed.status_code, routed.content)
+    for header in ("content-type", "server", "x-seen-path"):
+        assert direct.headers.get(header) == routed.headers.get(header), header
+    if path == "/v1/whoami":
+        assert direct.status_code == 201 and direct.json() == {"path": url}
+
+
+def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
+    @bentoml.service
+    class Stamped:
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    service: Any = Stamped
+    service.add_asgi_middleware(AccessLogMiddleware, has_request_content_length=False)
+    app = _factory(service)()
+    classes: list[Any] = [m.cls for m in app.user_middleware]
+    assert APIDispatch not in classes
+    with TestClient(app) as client:
+        assert client.post("/echo", json={"text": "hi"}).text == "hi"
+
+
+def test_the_api_routes_go_first_and_the_router_picks_as_before() -> None:
+    """Ray Serve names each request's route by trying the routes in order."""
+    from starlette.routing import Match
+
+    app = _factory()()
+    names = [getattr(route, "name", None) for route in app.routes]
+    apis: list[str] = list(AppProbe.apis)  # type: ignore[attr-defined]
+    assert len(apis) == 7 and names[: len(apis)] == apis
+    declared = _factory().routes  # BentoML's order, before the app's own additions
+
+    def picked(routes: list[Any], method: str, path: str) -> str | None:
+        scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        partial = None
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(route.name)
+            if match is Match.PARTIAL and partial is None:
+                partial = str(route.name)
+        return partial
+
+    for method in ("GET", "POST"):
+        for path in ["/echo", "/v1/whoami", "/metrics", "/livez", "/readyz", "/nowhere"]:
+            assert picked(app.routes, method, path) == picked(declared, method, path), path

@@ -18,7 +18,7 @@ import bentoml
 import numpy as np
 
 try:
-    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
     from _bentoml_impl.tasks import Sqlite3Store
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.method import APIMethod
@@ -144,6 +144,7 @@ __all__ = [
     "APIMethod",
     "AccessLogMiddleware",
     "AutoContainer",
+    "ContextMiddleware",
     "Dependency",
     "IODescriptor",
     "InferenceAPI",

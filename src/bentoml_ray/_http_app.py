@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ._api_dispatch import APIDispatch
+from ._api_dispatch import APIDispatch, direct_routes, routes_direct_first
 from ._bentoml_internals import (
     INDEX_HTML,
     JSON,
@@ -40,7 +40,7 @@ from ._bentoml_internals import (
     numpy_dtype,
 )
 from ._body_limit import LimitRequestBody, max_body_size
-from ._public_ingress import RefuseInternalMediaTypes
+from ._media_type_guard import RefuseInternalMediaTypes
 from ._request_timeout import RequestTimeout
 from ._worker_threads import WorkerThreads
 
@@ -216,13 +216,9 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         for api in svc.apis.values()
     ]
     prefix = route_prefix.rstrip("/")
-    direct = _direct_routes(builtin_routes, api_routes, prefix)
-    # Nothing before a direct route matches its path, so it is picked for the same requests
-    # wherever it stands; first, it is found sooner by Ray Serve, which names each request's
-    # route by trying the routes in order (the names do not change).
-    first = list(direct.values())
-    moved = {id(route) for route in first}
-    routes = [*first, *builtin_routes, *(r for r in api_routes if id(r) not in moved)]
+    apis = {id(route) for route in api_routes}
+    direct = direct_routes([*builtin_routes, *api_routes], lambda r: id(r) in apis, prefix)
+    routes = routes_direct_first([*builtin_routes, *api_routes], direct)
     for mounted, path, name in svc.mount_apps:
         routes.append(Mount(path, app=mounted, name=name))
 
@@ -255,26 +251,6 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
         *(Middleware(cls, **options) for cls, options in svc.middlewares),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-
-
-def _direct_routes(
-    builtin_routes: list[BaseRoute], api_routes: list[Route], prefix: str
-) -> dict[str, Route]:
-    """The API routes that a path alone picks out, as Starlette would pick them.
-
-    A path with parameters stays with the router, and so does one that a route before it
-    answers first (a built-in route, or an API's path with parameters); of two APIs at
-    one path, the first one wins, as in Starlette.
-    """
-    earlier = [route for route in builtin_routes if isinstance(route, Route | Mount)]
-    direct: dict[str, Route] = {}
-    for route in api_routes:
-        path = route.path
-        shadowed = any(other.path_regex.match(path) for other in earlier)
-        if "{" not in path and not shadowed:
-            direct.setdefault(prefix + path, route)
-        earlier.append(route)
-    return direct
 
 
 async def _call_hook(hook: Callable[..., Any]) -> None:

@@ -1,55 +1,21 @@
-"""What every public HTTP app gets in front of it: no pickle from clients, a cap on body
-size (see ``_body_limit``), and a path prefix.
-
-BentoML's services talk to each other in ``application/vnd.bentoml+pickle``; accepting it
-from the network would let any client run code in the replica. On Ray, services talk over
-handles, so the public ingress refuses every ``application/vnd.bentoml*`` body outright.
-"""
+"""What a 1.2+ root's HTTP app gets in front of it: no pickle from clients
+(``_media_type_guard``), a cap on body size (``_body_limit``), ``/metrics``
+(``_replica_metrics``), and a path prefix."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._api_dispatch import APIDispatch
 from ._body_limit import LimitRequestBody, max_body_size
+from ._media_type_guard import ErrorBody, RefuseInternalMediaTypes
 from ._replica_metrics import ServeReplicaMetrics
-
-#: BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends).
-INTERNAL_MEDIA_TYPE_PREFIX = b"application/vnd.bentoml"
-
-#: Builds the JSON body of an error answer from its message, in the service's own style.
-ErrorBody = Callable[[str], Any]
-
-
-def is_internal_media_type(content_type: bytes) -> bool:
-    """Whether a raw ``Content-Type`` header value is one of BentoML's internal types."""
-    return content_type.lower().lstrip().startswith(INTERNAL_MEDIA_TYPE_PREFIX)
-
-
-class RefuseInternalMediaTypes:
-    """ASGI middleware: 415 for any request body in one of BentoML's internal media types."""
-
-    def __init__(self, app: ASGIApp, error_body: ErrorBody) -> None:
-        self.app = app
-        self.error_body = error_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-type" and is_internal_media_type(value):
-                    message = (
-                        f"Content-Type {value.decode('latin-1')!r} is internal to BentoML "
-                        "and is not accepted from clients; send JSON or the API's own type."
-                    )
-                    await JSONResponse(self.error_body(message), 415)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
 
 
 def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> Starlette:
@@ -57,16 +23,22 @@ def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> Star
 
     The guards are added to ``app`` itself (before it first runs), as its outermost
     middlewares, so that Ray Serve still gets a Starlette app: Ray names each request's
-    route (its metrics' ``route`` label) from a Starlette app's routes only.
+    route (its metrics' ``route`` label) from a Starlette app's routes only. An
+    ``APIDispatch`` of the app's and what stands before it (its traffic timeout) stay in
+    front of them: it makes their checks itself and leaves what they refuse to them.
 
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.
     """
-    # ``add_middleware`` puts each in front of those before it, so they run in the
-    # opposite order: the media-type guard, the body cap, then ``/metrics``.
-    app.add_middleware(ServeReplicaMetrics, path="/metrics")
-    app.add_middleware(LimitRequestBody, error_body=error_body, limit=max_body_size())
-    app.add_middleware(RefuseInternalMediaTypes, error_body=error_body)
+    # The media-type guard, the body cap, then ``/metrics``.
+    guards = [
+        Middleware(RefuseInternalMediaTypes, error_body=error_body),
+        Middleware(LimitRequestBody, error_body=error_body, limit=max_body_size()),
+        Middleware(ServeReplicaMetrics, path="/metrics"),
+    ]
+    own: list[Any] = [middleware.cls for middleware in app.user_middleware]
+    at = own.index(APIDispatch) + 1 if APIDispatch in own else 0
+    app.user_middleware[at:at] = guards
     if route_prefix == "/":
         return app
 
