@@ -199,6 +199,7 @@ def test_which_requests_go_straight_to_their_endpoint() -> None:
         _scope(),  # chunked
         _scope(content_length=str(limit + 1)),  # the full app answers 413
         _scope(content_length="8", content_type="application/vnd.bentoml+pickle"),  # 415
+        _scope(content_length="8", transfer_encoding="chunked"),  # counted as it streams
         _scope(method="GET", content_length="0"),  # 405
         _scope("/metrics", content_length="8"),  # the built-in route
         _scope("/double/", content_length="8"),  # Starlette's redirect

@@ -68,7 +68,7 @@ class AppProbe:
     def whoami(self, ctx: bentoml.Context) -> dict[str, Any]:
         ctx.response.status_code = 201
         ctx.response.headers["x-seen-path"] = ctx.request.url.path
-        return {"path": ctx.request.url.path}
+        return {"path": ctx.request.url.path, "url": str(ctx.request.url_for("whoami"))}
 
     @bentoml.api
     async def stuck(self) -> str:
@@ -262,7 +262,8 @@ def test_both_ways_answer_alike(
     for header in ("content-type", "server", "x-seen-path"):
         assert direct.headers.get(header) == routed.headers.get(header), header
     if path == "/v1/whoami":
-        assert direct.status_code == 201 and direct.json() == {"path": url}
+        assert direct.status_code == 201
+        assert direct.json() == {"path": url, "url": f"http://testserver{url}"}
 
 
 def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:

@@ -59,14 +59,19 @@ class APIDispatch:
             root_path = scope.get("root_path", "")
             scope["app_root_path"] = scope.get("app_root_path", root_path)
             scope["root_path"] = root_path + self.prefix
-        scope["router"] = scope["app"].router
+        scope.setdefault("router", scope["app"].router)  # an outer app's router stays
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = dict(scope.get("path_params", {}))
-        request = Request(scope, receive, send)
-        context = self.request_context(request) if self.request_context else nullcontext()
+        # The context's request and the endpoint's are two objects, as in the full app: a
+        # body the endpoint reads is not cached for ``ctx.request`` there either.
+        context = (
+            self.request_context(Request(scope, receive, send))
+            if self.request_context
+            else nullcontext()
+        )
         with context:
-            response = await route.endpoint(request)
+            response = await route.endpoint(Request(scope, receive, send))
             await response(scope, receive, send)
 
     def _direct_route(self, scope: Scope) -> Route | None:
@@ -86,6 +91,8 @@ class APIDispatch:
                     return None
             elif name == b"content-type" and is_internal_media_type(value):
                 return None  # the full app refuses it
+            elif name == b"transfer-encoding":
+                return None  # framed by chunks, whatever length it declares: counted there
         if declared is None:
             return None  # a chunked body is counted as it streams, in the full app
         if self.body_limit is not None and declared > self.body_limit:

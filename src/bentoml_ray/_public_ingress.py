@@ -21,11 +21,12 @@ from ._replica_metrics import ServeReplicaMetrics
 def public_app(app: Starlette, route_prefix: str, error_body: ErrorBody) -> Starlette:
     """``app`` behind the media-type guard and the body cap, served under ``route_prefix``.
 
-    The guards are added to ``app`` itself (before it first runs), as its outermost
-    middlewares, so that Ray Serve still gets a Starlette app: Ray names each request's
-    route (its metrics' ``route`` label) from a Starlette app's routes only. An
-    ``APIDispatch`` of the app's and what stands before it (its traffic timeout) stay in
-    front of them: it makes their checks itself and leaves what they refuse to them.
+    The guards are added to ``app`` itself (before it first runs), so that Ray Serve still
+    gets a Starlette app: Ray names each request's route (its metrics' ``route`` label)
+    from a Starlette app's routes only. They go in front of the app's own middlewares,
+    except an ``APIDispatch`` and what stands before it (the traffic timeout), which stay
+    in front of them: the dispatch makes their checks itself and leaves to them every
+    request they would refuse.
 
     ``serve run`` always deploys at ``/``, so the prefix that ``deployment()`` was given is
     applied here, inside the app; the mounted app's lifespan still runs.

@@ -129,6 +129,8 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         vector model, measured side by side).
         """
         app: Starlette = super().__call__()
+        if not self.is_main:  # a dependency's app never takes HTTP
+            return app
         routes = app.router.routes
         direct = direct_routes(routes, self._is_api_route)
         routes[:] = routes_direct_first(routes, direct)
