@@ -8,7 +8,6 @@ under its own name and deletes them when done.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -33,7 +32,6 @@ from _support import (  # noqa: E402
     SMALL_BODY_LIMIT,
     RayCluster,
     build_bento,
-    deployed,
     free_port,
     ray_start_head,
     ray_start_worker,
@@ -147,7 +145,8 @@ def serve_url() -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
+        # Not ``serve.shutdown()`` first: it waits out every replica's graceful shutdown.
+        # Ending Ray ends Serve's actors with it, and the next ``ray.init`` starts afresh.
         ray.shutdown()
 
 
@@ -167,6 +166,8 @@ def four_bentos(
     body limit of ``SMALL_BODY_LIMIT``, and the runner-based one with an API-server
     timeout of 2 s.
     """
+    from ray import serve
+
     import bentoml_ray
 
     def options(slow_fixture: bool = False, **env_vars: str) -> dict[str, Any]:
@@ -185,12 +186,11 @@ def four_bentos(
             slow_runner_bento, options(True, BENTOML_CONFIG_OPTIONS=timeout)
         ),
     }
-    with contextlib.ExitStack() as stack:
-        for name, app in apps.items():
-            stack.enter_context(deployed(app, f"four_{name}", route_prefix=f"/{name}"))
-        yield {
-            name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps
-        }
+    for name, app in apps.items():
+        serve.run(app, name=f"four_{name}", route_prefix=f"/{name}")
+    # Not deleted one by one: each ``serve.delete`` waits out its replicas' graceful
+    # shutdown (15-20 s in all); the session's ``ray.shutdown`` ends them with the rest.
+    yield {name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps}
 
 
 @pytest.fixture(scope="session")
