@@ -209,3 +209,18 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def picked_route(routes: list[Any], method: str, path: str) -> str | None:
+    """The route Starlette's router takes: the first full match, else the first partial."""
+    from starlette.routing import Match
+
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(route.name)
+        if match is Match.PARTIAL and partial is None:
+            partial = str(route.name)
+    return partial

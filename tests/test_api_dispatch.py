@@ -14,10 +14,10 @@ from typing import Any
 
 import bentoml
 import pytest
+from _support import picked_route
 from bentoml.io import JSON, NumpyNdarray, Text
 from starlette.applications import Starlette
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.routing import Match
 from starlette.testclient import TestClient
 
 from bentoml_ray import _http_app
@@ -105,19 +105,6 @@ def test_only_unambiguous_api_paths_skip_the_router() -> None:
     assert set(prefixed.routes) == {"/iris/double", "/iris/v1/echo", "/iris/stuck"}
 
 
-def _picked(routes: list[Any], method: str, path: str) -> str | None:
-    """The route Starlette's router takes: the first full match, else the first partial."""
-    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-    partial = None
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(route.name)
-        if match is Match.PARTIAL and partial is None:
-            partial = str(route.name)
-    return partial
-
-
 def test_direct_api_routes_go_first_and_the_router_picks_as_before() -> None:
     svc = _service()
     routes = build_http_app(svc).routes
@@ -129,7 +116,7 @@ def test_direct_api_routes_go_first_and_the_router_picks_as_before() -> None:
     for method in ("GET", "POST"):
         for path in ["/", "/double", "/v1/echo", "/items/latest", "/items/7", "/stuck",
                      "/metrics", "/static_content/x.css", "/livez", "/nowhere"]:  # fmt: skip
-            assert _picked(routes, method, path) == _picked(declared, method, path), path
+            assert picked_route(routes, method, path) == picked_route(declared, method, path), path
 
 
 def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:

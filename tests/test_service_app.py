@@ -15,6 +15,7 @@ from typing import Any
 
 import bentoml
 import pytest
+from _support import picked_route
 from bentoml._internal.configuration.containers import BentoMLContainer
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
@@ -159,9 +160,15 @@ def test_a_services_own_middlewares_stay_whatever_their_class() -> None:
     service: Any = SelfTraced
     service.add_asgi_middleware(OpenTelemetryMiddleware)
     service.add_asgi_middleware(AccessLogMiddleware, has_request_content_length=False)
-    classes = _middleware_classes(_factory(service))
+    factory = _factory(service)
+    classes = _middleware_classes(factory)
     assert classes.count(OpenTelemetryMiddleware) == 1  # the service's; BentoML's is gone
     assert classes.count(AccessLogMiddleware) == 1
+    # They must see every API request, so none skips the router.
+    app = factory()
+    assert APIDispatch not in [m.cls for m in app.user_middleware]
+    with TestClient(app) as client:
+        assert client.post("/echo", json={"text": "hi"}).text == "hi"
 
 
 def test_a_sync_generator_api_streams_and_stop_iteration_is_a_500() -> None:
@@ -266,43 +273,16 @@ def test_both_ways_answer_alike(
         assert direct.json() == {"path": url, "url": f"http://testserver{url}"}
 
 
-def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
-    @bentoml.service
-    class Stamped:
-        @bentoml.api
-        def echo(self, text: str) -> str:
-            return text
-
-    service: Any = Stamped
-    service.add_asgi_middleware(AccessLogMiddleware, has_request_content_length=False)
-    app = _factory(service)()
-    classes: list[Any] = [m.cls for m in app.user_middleware]
-    assert APIDispatch not in classes
-    with TestClient(app) as client:
-        assert client.post("/echo", json={"text": "hi"}).text == "hi"
-
-
 def test_the_api_routes_go_first_and_the_router_picks_as_before() -> None:
     """Ray Serve names each request's route by trying the routes in order."""
-    from starlette.routing import Match
-
     app = _factory()()
     names = [getattr(route, "name", None) for route in app.routes]
     apis: list[str] = list(AppProbe.apis)  # type: ignore[attr-defined]
     assert len(apis) == 7 and names[: len(apis)] == apis
     declared = _factory().routes  # BentoML's order, before the app's own additions
 
-    def picked(routes: list[Any], method: str, path: str) -> str | None:
-        scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
-        partial = None
-        for route in routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(route.name)
-            if match is Match.PARTIAL and partial is None:
-                partial = str(route.name)
-        return partial
-
     for method in ("GET", "POST"):
         for path in ["/echo", "/v1/whoami", "/metrics", "/livez", "/readyz", "/nowhere"]:
-            assert picked(app.routes, method, path) == picked(declared, method, path), path
+            assert picked_route(app.routes, method, path) == picked_route(declared, method, path), (
+                path
+            )
