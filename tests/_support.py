@@ -65,7 +65,8 @@ def build_bento(build_ctx: pathlib.Path) -> str:
     In-process builds would share Python's module cache: two Bentos whose services both
     live in ``service.py`` would get the first one's service.
     """
-    for attempt in range(3):
+    tries = 3
+    for attempt in range(1, tries + 1):
         done = subprocess.run(
             [str(BIN / "bentoml"), "build", "--output", "tag"],
             cwd=build_ctx,
@@ -75,9 +76,10 @@ def build_bento(build_ctx: pathlib.Path) -> str:
         )
         # Locking a Bento's packages asks PyPI (uv pip compile), the build's only network
         # step; a CI run once lost every iris test to one failed lock. Retry only that.
-        if done.returncode == 0 or "Failed to lock PyPI packages" not in done.stderr:
+        lock_failed = done.returncode != 0 and "Failed to lock PyPI packages" in done.stderr
+        if not lock_failed or attempt == tries:
             break
-        time.sleep(5 * (attempt + 1))
+        time.sleep(5 * attempt)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
