@@ -217,8 +217,9 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     ]
     prefix = route_prefix.rstrip("/")
     apis = {id(route) for route in api_routes}
-    direct = direct_routes([*builtin_routes, *api_routes], lambda r: id(r) in apis, prefix)
-    routes = routes_direct_first([*builtin_routes, *api_routes], direct)
+    declared = [*builtin_routes, *api_routes]  # BentoML's order
+    direct = direct_routes(declared, lambda r: id(r) in apis, prefix)
+    routes = routes_direct_first(declared, direct)
     for mounted, path, name in svc.mount_apps:
         routes.append(Mount(path, app=mounted, name=name))
 
