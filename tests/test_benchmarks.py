@@ -61,7 +61,12 @@ def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "targets", ["bentoml-ray routed,hand-written", "bentoml-ray 1.2+,hand-written scorer"]
+    "targets",
+    [
+        "bentoml-ray routed,hand-written",
+        "bentoml-ray own layer",
+        "bentoml-ray 1.2+,hand-written scorer",
+    ],
 )
 def test_instruction_count_targets_serve(
     iris_bento: str, review_scorer_bento: str, targets: str
@@ -69,7 +74,8 @@ def test_instruction_count_targets_serve(
     """What ``benchmarks/instructions.py`` runs under valgrind, run here without it.
 
     (``bentoml-ray`` is the same app as ``bentoml-ray routed``, with other requests.) One
-    process per Bento (each loads its own ``service`` module), not one per target.
+    process per Bento (each loads its own ``service`` module), not one per target; the
+    own-layer target has its own, as it changes BentoML for the rest of its process.
     """
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--child", targets,
