@@ -2,7 +2,8 @@
 
 The fault, soak and redeploy tests keep traffic flowing while they kill replicas or
 redeploy, then count what the clients saw. ``Load`` is a closed loop: each of its
-connections sends its next request as soon as the previous one was answered.
+connections sends its next request once the previous one was answered (and ``pause_s``
+has passed, for a gentler load).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import bentoml
@@ -64,3 +65,20 @@ def test_the_settings_and_hooks_the_1_2_app_changes() -> None:
         assert method in factory.api_endpoint_wrapper.__code__.co_names + (
             factory.api_endpoint.__code__.co_names
         ), method
+
+
+def test_what_the_1_2_replicas_read_from_a_service() -> None:
+    init = inspect.unwrap(internals.ServiceAppFactory.__init__)  # BentoML injects its config
+    assert "_service_instance" in init.__code__.co_names  # service_instance
+
+    @bentoml.service
+    class WithHook:
+        @bentoml.on_deployment
+        def prepare() -> None:  # BentoML's deployment hooks take no argument
+            pass
+
+        @bentoml.api
+        def echo(self, text: str) -> str:
+            return text
+
+    assert [hook.__name__ for hook in internals.deployment_hooks(WithHook)] == ["prepare"]

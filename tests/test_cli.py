@@ -32,7 +32,7 @@ import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
 from bentoml_ray._cli import main
 from bentoml_ray._options_file import read_options_file
-from bentoml_ray._serve_config import rayservice_name, serve_config
+from bentoml_ray._serve_config import config_of_plan, plan_application, rayservice_name
 
 VIRGINICA = [[5.9, 3.0, 5.1, 1.8]]
 CLI = str(BIN / "bentoml-ray")
@@ -179,7 +179,7 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
 def test_embedded_runners_are_not_listed_as_deployments(probe_bento: str) -> None:
     runners = {"small_batches": {"embedded": True},
                "large_batches": {"embedded": False, "num_replicas": 2}}  # fmt: skip
-    config = serve_config(probe_bento, {"runner_deployment_config": runners})
+    config = config_of_plan(plan_application(probe_bento, {"runner_deployment_config": runners}))
     ServeDeploySchema.model_validate(config)
     [app] = config["applications"]
     assert app["deployments"] == [{"name": "batch_probe.runner.large_batches", "num_replicas": 2}]

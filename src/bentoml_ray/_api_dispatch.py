@@ -77,7 +77,7 @@ class APIDispatch:
     def _direct_route(self, scope: Scope) -> Route | None:
         if scope["type"] != "http":
             return None
-        route = self.routes.get(_route_path(scope))
+        route = self.routes.get(route_path(scope))
         if route is None or scope["method"] not in (route.methods or ()):
             return None
         declared: int | None = None
@@ -138,7 +138,7 @@ def routes_direct_first(
     return [*first, *(route for route in routes if id(route) not in moved)]
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path below the app's mount point, as Starlette's router matches it."""
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")

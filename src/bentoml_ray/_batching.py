@@ -24,7 +24,7 @@ from ray import serve
 
 from ._bentoml_internals import AutoContainer
 from ._errors import InvalidDeploymentConfig
-from ._options import check_mapping, did_you_mean
+from ._options import check_mapping, did_you_mean, is_int
 
 #: Every keyword that the installed Ray's ``serve.batch`` takes.
 RAY_BATCH_OPTIONS: frozenset[str] = frozenset(
@@ -46,7 +46,6 @@ class MethodInfo:
     """What batching needs to know of one runner method or service API."""
 
     batchable: bool
-    batch_dim: tuple[int, int] = (0, 0)
     #: ``serve.batch`` options the Bento itself implies (a 1.2+ API's ``max_batch_size``);
     #: ``batching_config`` overrides them.
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -97,10 +96,6 @@ class BatchingPlan:
             if kind == "runner"
             else "declare it with @bentoml.api(batchable=True)"
         )
-        if not isinstance(enable_batching, bool):
-            raise InvalidDeploymentConfig(
-                f"enable_batching must be True or False, not {enable_batching!r}."
-            )
         config = check_mapping(batching_config, "batching_config")
         if config and not enable_batching:
             raise InvalidDeploymentConfig(
@@ -153,9 +148,9 @@ def _check_batch_options(options: object, what: str) -> None:
                 f"Unknown batching option {key!r} in {what}.{did_you_mean(key, RAY_BATCH_OPTIONS)}"
                 f" Allowed options: {', '.join(sorted(RAY_BATCH_OPTIONS))}."
             )
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        is_number = (is_int or isinstance(value, float)) and math.isfinite(value)
-        if key in ("max_batch_size", "max_concurrent_batches") and not (is_int and value >= 1):
+        whole = is_int(value)
+        is_number = (whole or isinstance(value, float)) and math.isfinite(value)
+        if key in ("max_batch_size", "max_concurrent_batches") and not (whole and value >= 1):
             raise InvalidDeploymentConfig(
                 f"{key} in {what} must be a whole number >= 1, not {value!r}."
             )

@@ -116,7 +116,7 @@ def resolve_target(
         bento = target.bento
         return _source_of_bento(bento, install_requirements), target
     if isinstance(target, str | bentoml.Tag):
-        bento = _get_bento(target)
+        bento = get_bento(target)
     elif isinstance(target, bentoml.Bento):
         bento = target
     else:
@@ -138,7 +138,7 @@ def _source_of_bento(bento: bentoml.Bento, install_requirements: bool) -> BentoS
         display_name=str(bento.tag),
         tag=str(bento.tag),
         package=str(package_for_shipping(bento)),
-        runtime_env=derived_runtime_env(_bento_env_vars(bento), pip),
+        runtime_env=derived_runtime_env(bento_env_vars(bento), pip),
     )
 
 
@@ -166,17 +166,17 @@ def _source_from_uri(
         display_name=str(bento.tag),
         tag=str(bento.tag),
         bento_uri=bento_uri,
-        runtime_env=derived_runtime_env(_bento_env_vars(bento), pip),
+        runtime_env=derived_runtime_env(bento_env_vars(bento), pip),
     )
     return source, source.load()
 
 
-def _bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
+def bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
     """The bentofile's ``envs`` that have a value (the others are the deployer's to give)."""
     return {env.name: str(env.value) for env in bento.info.envs if env.value is not None}
 
 
-def _get_bento(tag: str | bentoml.Tag) -> bentoml.Bento:
+def get_bento(tag: str | bentoml.Tag) -> bentoml.Bento:
     try:
         return bentoml.get(tag)
     except NotFound as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -21,10 +22,7 @@ try:
     from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
     from _bentoml_impl.tasks import Sqlite3Store
     from _bentoml_sdk import Service as NewService
-    from _bentoml_sdk.method import APIMethod
     from _bentoml_sdk.service.dependency import Dependency
-    from bentoml._internal.context import ServiceContext
-    from bentoml._internal.io_descriptors.base import IODescriptor
     from bentoml._internal.io_descriptors.json import JSON
     from bentoml._internal.io_descriptors.numpy import NumpyNdarray
     from bentoml._internal.runner.container import AutoContainer
@@ -131,6 +129,24 @@ def runnable_of(local: LocalRunnerRef) -> Any:
     return local._runnable
 
 
+def service_instance(factory: ServiceAppFactory) -> Any:
+    """The instance of the service's class that a ``ServiceAppFactory`` made at start-up.
+
+    Its API functions (``.local``) are what the factory's own endpoints call.
+    """
+    return factory._service_instance
+
+
+def deployment_hooks(service: NewService[Any]) -> list[Callable[[], Any]]:
+    """A 1.2+ service's ``@bentoml.on_deployment`` functions, which take no argument."""
+    hooks = []
+    for attribute in dir(service.inner):
+        member = getattr(service.inner, attribute)
+        if callable(member) and getattr(member, "__bentoml_deployment_hook__", False):
+            hooks.append(member)
+    return hooks
+
+
 def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     """The dtype a ``NumpyNdarray`` descriptor declares, or None."""
     dtype = getattr(descriptor, "_dtype", None) if isinstance(descriptor, NumpyNdarray) else None
@@ -141,12 +157,10 @@ __all__ = [
     "INDEX_HTML",
     "JSON",
     "STATIC_CONTENT_DIR",
-    "APIMethod",
     "AccessLogMiddleware",
     "AutoContainer",
     "ContextMiddleware",
     "Dependency",
-    "IODescriptor",
     "InferenceAPI",
     "LegacyService",
     "LocalRunnerRef",
@@ -158,16 +172,17 @@ __all__ = [
     "RunnerMethod",
     "RunnerTrafficMetricsMiddleware",
     "ServiceAppFactory",
-    "ServiceContext",
     "TimeoutMiddleware",
     "api_server_timeout",
     "bento_model_paths",
     "bentoml_home",
+    "deployment_hooks",
     "get_original_func",
     "is_async_callable",
     "numpy_dtype",
     "prepare_task_store",
     "resolve_dependency",
     "runnable_of",
+    "service_instance",
     "tracing_exporter_type",
 ]

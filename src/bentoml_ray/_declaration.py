@@ -30,9 +30,10 @@ class DeploymentDeclarer:
     ) -> Deployment:
         """``serve.deployment(cls, ...)`` with the Bento's environment merged in.
 
-        The Bento's runtime_env (its package, env vars, requirements) and ``env_vars``
-        (derived from the service) go under the user's own ``runtime_env``: the user's
-        values win, and fields that cannot be merged raise.
+        The Bento's runtime_env (its bentofile's env vars, and its requirements when they
+        are to be installed) and ``env_vars`` (derived from the service) go under the user's
+        own ``runtime_env``: the user's values win, and fields that cannot be merged raise.
+        (The Bento itself reaches the nodes apart from it: ``_bento_shipping``.)
         """
         options = dict(options)
         name = options.pop("name", default_name)

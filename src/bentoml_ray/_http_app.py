@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import prometheus_client
 from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -41,12 +40,12 @@ from ._bentoml_internals import (
 )
 from ._body_limit import LimitRequestBody, max_body_size
 from ._media_type_guard import RefuseInternalMediaTypes
+from ._replica_metrics import metrics_response
 from ._request_timeout import RequestTimeout
 from ._worker_threads import WorkerThreads
 
 logger = logging.getLogger("bentoml_ray")
 
-METRICS_MEDIA_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 #: Sync API functions running at once, as many as ``bentoml serve`` (anyio's default) runs.
 API_THREADS = 40
 
@@ -194,7 +193,7 @@ def build_http_app(svc: Any, route_prefix: str = "/") -> Starlette:
     async def metrics(_: Request) -> Response:
         # This replica's own Prometheus registry: the service's custom metrics and process
         # figures. Ray Serve's request metrics are at Ray's metrics export port instead.
-        return Response(prometheus_client.generate_latest(), media_type=METRICS_MEDIA_TYPE)
+        return metrics_response()
 
     builtin_routes: list[BaseRoute] = [
         Route("/", index, name="home"),

@@ -7,17 +7,13 @@ handles, so every public app refuses any ``application/vnd.bentoml*`` body outri
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._body_limit import ErrorBody
+
 #: BentoML's internal media types (``application/vnd.bentoml+pickle`` and friends).
 INTERNAL_MEDIA_TYPE_PREFIX = b"application/vnd.bentoml"
-
-#: Builds the JSON body of an error answer from its message, in the service's own style.
-ErrorBody = Callable[[str], Any]
 
 
 def is_internal_media_type(content_type: bytes) -> bool:

@@ -53,7 +53,8 @@ def check_mapping(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """A whole number, and not a bool (which Python counts as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -74,7 +75,7 @@ def check_deployment_options(
             )
 
     replicas = checked.get("num_replicas")
-    if replicas is not None and replicas != "auto" and not (_is_int(replicas) and replicas >= 1):
+    if replicas is not None and replicas != "auto" and not (is_int(replicas) and replicas >= 1):
         raise InvalidDeploymentConfig(
             f"num_replicas of {what} must be a whole number >= 1 or 'auto', not {replicas!r}."
         )
@@ -85,7 +86,7 @@ def check_deployment_options(
         )
     for key in ("max_ongoing_requests", "max_replicas_per_node"):
         value = checked.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
+        if value is not None and not (is_int(value) and value >= 1):
             raise InvalidDeploymentConfig(
                 f"{key} of {what} must be a whole number >= 1, not {value!r}."
             )

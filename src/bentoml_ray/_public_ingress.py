@@ -13,8 +13,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from ._api_dispatch import APIDispatch
-from ._body_limit import LimitRequestBody, max_body_size
-from ._media_type_guard import ErrorBody, RefuseInternalMediaTypes
+from ._body_limit import ErrorBody, LimitRequestBody, max_body_size
+from ._media_type_guard import RefuseInternalMediaTypes
 from ._replica_metrics import ServeReplicaMetrics
 
 

@@ -46,11 +46,6 @@ class CallTarget:
     max_retries: int = DEFAULT_MAX_RETRIES
 
 
-def unpack_target(target: CallTarget | DeploymentHandle[Any]) -> CallTarget:
-    """A bare handle gets the default retry budget."""
-    return target if isinstance(target, CallTarget) else CallTarget(target)
-
-
 def replica_died(exc: BaseException) -> bool:
     """Whether ``exc`` means the callee's replica died, rather than the call itself failing.
 

@@ -82,10 +82,7 @@ def build_runner_application(
     plan = BatchingPlan.build(
         {
             runner.name: {
-                method.name: MethodInfo(
-                    batchable=method.config.batchable,
-                    batch_dim=tuple(method.config.batch_dim),
-                )
+                method.name: MethodInfo(batchable=method.config.batchable)
                 for method in runner.runner_methods
             }
             for runner in svc.runners

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
 
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
 from ._loop_bridge import LoopBridge
@@ -21,7 +21,6 @@ from ._replica_retry import (
     await_response,
     call_with_retries,
     stream_with_retries,
-    unpack_target,
 )
 
 if TYPE_CHECKING:
@@ -34,8 +33,7 @@ R = TypeVar("R")
 
 
 class RayRunnerHandle(RunnerHandle):
-    def __init__(self, runner: Runner, target: CallTarget | DeploymentHandle[Any]) -> None:
-        target = unpack_target(target)
+    def __init__(self, runner: Runner, target: CallTarget) -> None:
         self._handle = target.handle
         self._stream_handle = target.handle.options(stream=True)
         self._max_retries = target.max_retries

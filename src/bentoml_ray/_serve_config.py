@@ -26,12 +26,12 @@ from typing import Any
 import bentoml
 import ray
 import yaml
-from bentoml.exceptions import NotFound
 from ray.serve import Application
 
 from ._application import deployment
+from ._bento_source import bento_env_vars, get_bento
 from ._bentoml_internals import LegacyService
-from ._errors import BentoNotFound, InvalidDeploymentConfig
+from ._errors import InvalidDeploymentConfig
 from ._options import check_embedded, check_mapping, check_route_prefix
 from ._options_file import check_options
 from ._runner_application import api_server_deployment_name, runner_deployment_name
@@ -127,7 +127,7 @@ def plan_application(tag: str, options: Mapping[str, Any] | None = None) -> Serv
     needs distinct route prefixes per application anyway.
     """
     checked = _plain(check_options(options, "The options"), "options")
-    bento = _get_bento(tag)
+    bento = get_bento(tag)
     exact = str(bento.tag)
 
     service_config = dict(
@@ -149,29 +149,12 @@ def plan_application(tag: str, options: Mapping[str, Any] | None = None) -> Serv
         route_prefix=route_prefix,
         options=checked,
         deployments=_configured_deployments(svc, checked),
-        env_vars=_bento_env_vars(bento),
+        env_vars=bento_env_vars(bento),
         requirements=(
             bento_requirements(str(bento.path)) if checked.get("install_requirements") else []
         ),
         checked_app=app,
     )
-
-
-def serve_config(
-    tag: str,
-    options: Mapping[str, Any] | None = None,
-    *,
-    name: str | None = None,
-    http_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A Ray Serve config (``serve deploy``'s schema) with one application serving ``tag``.
-
-    ``options`` are ``deployment()``'s keywords (``bento_uri`` included: without it, every
-    node that builds or runs the application needs the Bento in its own BentoML store).
-    ``name`` defaults to the service's name; ``http_options`` (host, port, ...) is written
-    only when given.
-    """
-    return config_of_plan(plan_application(tag, options), name=name, http_options=http_options)
 
 
 def config_of_plan(
@@ -210,11 +193,6 @@ def rayservice_manifest(
     config: Mapping[str, Any],
     name: str | None = None,
     image: str | None = None,
-    *,
-    workers: int = 1,
-    max_workers: int | None = None,
-    head_resources: Mapping[str, str] | None = None,
-    worker_resources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A KubeRay ``RayService`` (``ray.io/v1``) that runs the Serve ``config``.
 
@@ -226,8 +204,9 @@ def rayservice_manifest(
     applications = config.get("applications") or [{}]
     metadata_name = rayservice_name(name or str(applications[0].get("name") or "bento"))
     image = image or default_image()
-    head = dict(head_resources or {"cpu": "2", "memory": "8Gi"})
-    worker = dict(worker_resources or {"cpu": "2", "memory": "8Gi"})
+    # A starting point: one worker pod, each pod 2 CPUs and 8 GiB; edit the manifest to size it.
+    head = {"cpu": "2", "memory": "8Gi"}
+    worker = dict(head)
     ports = [("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), ("serve", 8000)]
     return {
         "apiVersion": "ray.io/v1",
@@ -258,9 +237,9 @@ def rayservice_manifest(
                 "workerGroupSpecs": [
                     {
                         "groupName": "workers",
-                        "replicas": workers,
-                        "minReplicas": workers,
-                        "maxReplicas": max(workers, max_workers or workers),
+                        "replicas": 1,
+                        "minReplicas": 1,
+                        "maxReplicas": 1,
                         "rayStartParams": {},
                         "template": {
                             "spec": {
@@ -327,18 +306,6 @@ def manifest_yaml(manifest: Mapping[str, Any], tag: str) -> str:
     return header + dump_yaml(manifest)
 
 
-def _get_bento(tag: str) -> bentoml.Bento:
-    try:
-        return bentoml.get(tag)
-    except NotFound as exc:
-        raise BentoNotFound(
-            f"Bento {tag!r} is not in the local BentoML store; build it with `bentoml build` "
-            "or point BENTOML_HOME at the store that has it."
-        ) from exc
-    except ValueError as exc:
-        raise BentoNotFound(f"{tag!r} is not a valid Bento tag: {exc}") from exc
-
-
 def _configured_deployments(svc: Any, options: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``deployments:`` entries for the deployments the options configure explicitly."""
     legacy = isinstance(svc, LegacyService)
@@ -373,12 +340,6 @@ def _configured_deployments(svc: Any, options: Mapping[str, Any]) -> list[dict[s
             callee_options,
         )
     return entries
-
-
-def _bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
-    """The ``envs`` with a value that the Bento declares (its bentofile's ``envs:``)."""
-    envs = getattr(bento.info, "envs", None) or []
-    return {str(env.name): str(env.value) for env in envs if env.value is not None}
 
 
 def _plain(value: Any, where: str) -> Any:

@@ -89,7 +89,6 @@ def api_methods(service: Any) -> dict[str, MethodInfo]:
     return {
         name: MethodInfo(
             batchable=bool(api.batchable),
-            batch_dim=tuple(api.batch_dim),
             defaults={
                 "max_batch_size": int(api.max_batch_size),
                 "batch_wait_timeout_s": BATCH_WAIT_S,

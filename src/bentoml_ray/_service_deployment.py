@@ -45,9 +45,11 @@ from ._bentoml_internals import (
     RunnerTrafficMetricsMiddleware,
     ServiceAppFactory,
     TimeoutMiddleware,
+    deployment_hooks,
     get_original_func,
     prepare_task_store,
     resolve_dependency,
+    service_instance,
     tracing_exporter_type,
 )
 from ._body_limit import max_body_size
@@ -125,7 +127,8 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         makes their checks and leaves every request they would refuse to them), the
         router and Starlette's exception middleware. Its endpoint catches every error, so
         the answer is the same: ``test_service_app`` compares the two ways. In Ray's
-        high-throughput mode it took the batched vector model from 549 to 666 requests/s.
+        high-throughput mode it cut the batched vector model's Python per request, sampled
+        in its root replica, from 944 to 579 us.
         """
         app: Starlette = super().__call__()
         if not self.is_main:  # a dependency's app never takes HTTP
@@ -190,7 +193,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         """
         found = self._local_apis.get(name)
         if found is None:
-            func = getattr(self._service_instance, name).local
+            func = getattr(service_instance(self), name).local
             found = self._local_apis[name] = (
                 func,
                 inspect.iscoroutinefunction(get_original_func(func)),
@@ -233,7 +236,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         method = self.service.apis[name]
         if method.ctx_param is not None:
             kwargs = {**kwargs, method.ctx_param: self.service.context}
-        func = getattr(self._service_instance, name).local
+        func = getattr(service_instance(self), name).local
         if inspect.isasyncgenfunction(get_original_func(func)):
             async for chunk in func(*args, **kwargs):
                 yield chunk
@@ -269,10 +272,8 @@ class ServiceHost:
                 resolve_dependency(dependency, ServiceProxy(dependency.on, target))
         # ``bentoml serve`` runs these once, before its workers start; on Ray each replica
         # may be on another node, so each runs them before loading the service.
-        for attribute in dir(service.inner):
-            member = getattr(service.inner, attribute)
-            if callable(member) and getattr(member, "__bentoml_deployment_hook__", False):
-                member()
+        for hook in deployment_hooks(service):
+            hook()
         if service.needs_task_db():
             prepare_task_store()
         service.inject_config()

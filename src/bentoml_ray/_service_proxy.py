@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
 from ray.exceptions import RayTaskError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
 
 from ._bentoml_internals import get_original_func
 from ._loop_bridge import LoopBridge
@@ -31,7 +31,6 @@ from ._replica_retry import (
     await_response,
     call_with_retries,
     stream_with_retries,
-    unpack_target,
 )
 
 #: BentoML's client timeout when a service sets none.
@@ -64,9 +63,8 @@ class _Calls:
 class ServiceProxy:
     """Stands in for a dependency service; its APIs travel over a ``DeploymentHandle``."""
 
-    def __init__(self, service: Any, target: CallTarget | DeploymentHandle[Any]) -> None:
+    def __init__(self, service: Any, target: CallTarget) -> None:
         self.service = service
-        target = unpack_target(target)
         self._handle = target.handle
         self._stream_handle = target.handle.options(stream=True)
         self._max_retries = target.max_retries
