@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import Application
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -120,6 +120,39 @@ async def stream_with_retries(
             attempt += 1
             _log_retry(what, exc, attempt, max_retries)
             await asyncio.sleep(_backoff(attempt))
+
+
+class RetryingCaller:
+    """Calls a runner's or dependency's deployment by method name, retried as above.
+
+    The deployment's ``call`` method returns a result and its ``stream`` method yields
+    chunks (``RunnerDeployment`` and the dependency services' deployments both have them);
+    ``what`` names the callee in the retry warnings.
+    """
+
+    def __init__(self, target: CallTarget, what: str) -> None:
+        self._handle = target.handle
+        self._stream_handle = target.handle.options(stream=True)
+        self._max_retries = target.max_retries
+        self._what = what
+
+    async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        async def send() -> Any:
+            response = cast("DeploymentResponse[Any]", self._handle.call.remote(name, args, kwargs))
+            return await await_response(response)
+
+        return await call_with_retries(send, self._max_retries, self._what)
+
+    def stream(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        def open_stream() -> DeploymentResponseGenerator[Any]:
+            return cast(
+                "DeploymentResponseGenerator[Any]",
+                self._stream_handle.stream.remote(name, args, kwargs),
+            )
+
+        return stream_with_retries(open_stream, self._max_retries, self._what)
 
 
 def bound_target(app: Application, max_retries: int) -> CallTarget:

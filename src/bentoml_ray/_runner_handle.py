@@ -12,16 +12,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
-
 from ._bentoml_internals import Runner, RunnerHandle, RunnerMethod
 from ._loop_bridge import LoopBridge
-from ._replica_retry import (
-    CallTarget,
-    await_response,
-    call_with_retries,
-    stream_with_retries,
-)
+from ._replica_retry import CallTarget, RetryingCaller
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -34,10 +27,7 @@ R = TypeVar("R")
 
 class RayRunnerHandle(RunnerHandle):
     def __init__(self, runner: Runner, target: CallTarget) -> None:
-        self._handle = target.handle
-        self._stream_handle = target.handle.options(stream=True)
-        self._max_retries = target.max_retries
-        self._what = f"runner {runner.name!r}"
+        self._caller = RetryingCaller(target, f"runner {runner.name!r}")
         self._bridge = LoopBridge()  # made in the API server's constructor, on its loop
 
     async def is_ready(self, timeout: int) -> bool:
@@ -53,22 +43,10 @@ class RayRunnerHandle(RunnerHandle):
     async def async_run_method(
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        async def send() -> R:
-            response = cast(
-                DeploymentResponse[R], self._handle.call.remote(method.name, args, kwargs)
-            )
-            return await await_response(response)
-
-        return await call_with_retries(send, self._max_retries, self._what)
+        return cast(R, await self._caller.call(method.name, args, kwargs))
 
     async def async_stream_method(  # type: ignore[override]
         self, method: RunnerMethod[Any, P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> AsyncGenerator[R, None]:
-        def open_stream() -> DeploymentResponseGenerator[R]:
-            return cast(
-                DeploymentResponseGenerator[R],
-                self._stream_handle.stream.remote(method.name, args, kwargs),
-            )
-
-        async for chunk in stream_with_retries(open_stream, self._max_retries, self._what):
+        async for chunk in self._caller.stream(method.name, args, kwargs):
             yield chunk

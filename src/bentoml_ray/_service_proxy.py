@@ -19,19 +19,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from ray.exceptions import RayTaskError
-from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
 
 from ._bentoml_internals import get_original_func
 from ._loop_bridge import LoopBridge
-from ._replica_retry import (
-    CallTarget,
-    await_response,
-    call_with_retries,
-    stream_with_retries,
-)
+from ._replica_retry import CallTarget, RetryingCaller
 
 #: BentoML's client timeout when a service sets none.
 DEFAULT_TIMEOUT_S = 60.0
@@ -65,10 +59,7 @@ class ServiceProxy:
 
     def __init__(self, service: Any, target: CallTarget) -> None:
         self.service = service
-        self._handle = target.handle
-        self._stream_handle = target.handle.options(stream=True)
-        self._max_retries = target.max_retries
-        self._what = f"service {service.name!r}"
+        self._caller = RetryingCaller(target, f"service {service.name!r}")
         self._bridge = LoopBridge()
         traffic = (service.config or {}).get("traffic") or {}
         # BentoML's client adds 1% to the service's timeout, so the service times out first.
@@ -99,16 +90,9 @@ class ServiceProxy:
     async def close(self) -> None:
         return None
 
-    def _remote(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._handle.call.remote(name, args, kwargs)
-
     def async_call(self, name: str) -> Callable[..., Any]:
         async def call(*args: Any, **kwargs: Any) -> Any:
-            async def send() -> Any:
-                response: DeploymentResponse[Any] = self._remote(name, args, kwargs)
-                return await await_response(response)
-
-            sent = call_with_retries(send, self._max_retries, self._what)
+            sent = self._caller.call(name, args, kwargs)
             try:
                 return await asyncio.wait_for(sent, self.timeout_s)
             except RayTaskError as exc:
@@ -126,15 +110,8 @@ class ServiceProxy:
 
     def async_stream_call(self, name: str) -> Callable[..., AsyncIterator[Any]]:
         async def call(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            def open_stream() -> DeploymentResponseGenerator[Any]:
-                return cast(
-                    DeploymentResponseGenerator[Any],
-                    self._stream_handle.stream.remote(name, args, kwargs),
-                )
-
-            chunks = stream_with_retries(open_stream, self._max_retries, self._what)
             try:
-                async for chunk in chunks:
+                async for chunk in self._caller.stream(name, args, kwargs):
                     yield chunk
             except RayTaskError as exc:
                 raise _unwrap(exc) from None
