@@ -176,6 +176,8 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
                 return [await self._run_api(name, (value,), kwargs) for value, kwargs in calls]
             batch, offsets = merge_values([value for value, _ in calls], in_dim)
             result = await self._run_api(name, (batch,), first_kwargs)
+            # As BentoML's own app cuts a 1.2+ API's result: whole, along ``out_dim``. (A
+            # runner's tuple result is cut item by item: ``_batching.split_result``.)
             return list(AutoContainer.batch_to_batches(result, offsets, out_dim))
 
         return run_batch
