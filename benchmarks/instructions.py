@@ -1,6 +1,6 @@
 """CPU instructions per request, counted by valgrind: a measure this noisy machine cannot blur.
 
-    python benchmarks/instructions.py                 # about 6 minutes on 2 cores
+    python benchmarks/instructions.py                 # 5-7 minutes on 2 cores
 
 Requests per second on a shared 2-core machine move by 20 % between runs of the same code,
 so a change worth a few percent of the per-request work does not show in ``run.py``.
@@ -12,7 +12,8 @@ its handles) is the same for every target and is not counted.
 Targets, iris classifier (runner-based):
   bentoml-ray         the API server's app with the runner embedded, as in its replica
   bentoml-ray routed  the same requests with a chunked body: through Starlette's router
-  bentoml-ray own layer  ``bentoml-ray`` without two pieces of BentoML's own per-request
+  bentoml-ray own layer
+                      ``bentoml-ray`` without two pieces of BentoML's own per-request
                       work, which ``bentoml serve`` does too: its request context, and the
                       joblib backend its sklearn runnable enters around each model call
                       (both replaced by no-ops): what bentoml-ray's layer itself adds
@@ -154,6 +155,9 @@ def _without_bentoml_request_work() -> None:
     def in_request(self: ServiceContext, request: Any) -> contextlib.nullcontext[Any]:
         return contextlib.nullcontext(self)
 
+    for owner, name in ((ServiceContext, "in_request"), (sklearn_runnable, "parallel_backend")):
+        if not hasattr(owner, name):  # else the no-op would silently replace nothing
+            raise RuntimeError(f"BentoML no longer has {owner.__name__}.{name}: update this target")
     ServiceContext.in_request = in_request  # type: ignore[assignment,method-assign]
     sklearn_runnable.parallel_backend = lambda **_: contextlib.nullcontext()  # type: ignore[attr-defined]
 

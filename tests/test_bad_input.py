@@ -31,7 +31,8 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 #: How long any bad request may take to be answered (a bound, not a measurement).
 BAD_REQUEST_WAIT = 10.0
 
-#: Generated cases per Bento and mode (valid / invalid data).
+#: Generated cases per Bento, for each of valid and invalid data; the test draws twice
+#: as many from both together.
 FUZZ_EXAMPLES = 120
 
 

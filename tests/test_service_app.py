@@ -28,6 +28,7 @@ from bentoml_ray._bentoml_internals import (
     ContextMiddleware,
     MaxConcurrencyMiddleware,
     RunnerTrafficMetricsMiddleware,
+    service_instance,
 )
 from bentoml_ray._body_limit import LimitRequestBody
 from bentoml_ray._media_type_guard import RefuseInternalMediaTypes
@@ -144,7 +145,7 @@ def test_the_services_traffic_timeout_gives_bentomls_504_and_cancels_the_call() 
     factory = _factory()
     with TestClient(factory()) as client:
         response = client.post("/stuck", json={})
-        instance = factory._service_instance
+        instance = service_instance(factory)
     assert response.status_code == 504
     assert response.json() == {"error": "Not able to process the request in 1 seconds"}
     assert instance.cancelled == 1
