@@ -238,7 +238,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         method = self.service.apis[name]
         if method.ctx_param is not None:
             kwargs = {**kwargs, method.ctx_param: self.service.context}
-        func = getattr(service_instance(self), name).local
+        func, _ = self._local_api(name)  # looked up once per API, as for the other calls
         if inspect.isasyncgenfunction(get_original_func(func)):
             async for chunk in func(*args, **kwargs):
                 yield chunk
