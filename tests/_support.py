@@ -130,8 +130,21 @@ def ray_start_worker(
         )
     ]  # fmt: skip
     args = [f"--address=127.0.0.1:{gcs_port}", *ports, *extra_args]
+    if "raylet_socket_name" in _ray_start_options():
+        # Ray 2.47 puts every node of a machine in the head's temp folder, where two raylets
+        # would bind the same socket, so it takes socket names per node (later Rays do not).
+        folder = os.path.dirname(log_path)
+        args += [f"--raylet-socket-name={folder}/far-raylet"]
+        args += [f"--plasma-store-socket-name={folder}/far-plasma"]
     with _ray_start(env, log_path, num_cpus, *args):
         yield
+
+
+def _ray_start_options() -> set[str]:
+    """The options the installed Ray's ``ray start`` takes (its click command's)."""
+    from ray.scripts.scripts import start
+
+    return {param.name for param in start.params if param.name}
 
 
 @contextlib.contextmanager
@@ -169,6 +182,15 @@ class RayCluster:
     far_cache_dir: str
     #: Ray's temp folder, logs included, of both nodes.
     temp_dir: str
+    #: Whether the nodes check clients' tokens (Ray 2.52 and later).
+    token_auth: bool
+
+
+def ray_has_token_auth() -> bool:
+    """Whether the installed Ray has token authentication (its CLI has ``get-auth-token``)."""
+    from ray.scripts.scripts import cli
+
+    return "get-auth-token" in cli.commands
 
 
 def run_until_ok(command: list[str], env: dict[str, str], deadline: float) -> None:

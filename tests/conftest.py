@@ -33,6 +33,7 @@ from _support import (  # noqa: E402
     RayCluster,
     build_bento,
     free_port,
+    ray_has_token_auth,
     ray_start_head,
     ray_start_worker,
     run_until_ok,
@@ -200,8 +201,9 @@ def ray_cluster(bentoml_home: str) -> Iterator[RayCluster]:
     The head (8 logical CPUs, dashboard for ``serve deploy``) sees the test store; the
     second node has an empty ``BENTOML_HOME``, a cache of its own and the custom resource
     ``far`` that only it has, so a deployment asking for ``far`` runs where the Bento is
-    not. Token authentication is on, as ``ray start`` sets it, with a token of the
-    session's own. Serve's proxy runs on the head only: both nodes share one loopback.
+    not. Token authentication is on where Ray has it (2.52+), as ``ray start`` sets it,
+    with a token of the session's own. Serve's proxy runs on the head only: both nodes
+    share one loopback.
     """
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
     far_home, far_cache = (tempfile.mkdtemp(prefix=p) for p in ("far-home-", "far-cache-"))
@@ -232,6 +234,7 @@ def ray_cluster(bentoml_home: str) -> Iterator[RayCluster]:
                 far_home=far_home,
                 far_cache_dir=far_cache,
                 temp_dir=temp_dir,
+                token_auth=ray_has_token_auth(),
             )
     for path in (temp_dir, far_home, far_cache):
         shutil.rmtree(path, ignore_errors=True)

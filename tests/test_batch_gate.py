@@ -17,6 +17,7 @@ import ray
 from ray import serve
 
 from bentoml_ray._batch_gate import gated_batch
+from bentoml_ray._ray_compat import RAY_BATCH_OPTIONS
 
 # The probe is defined here, so replicas get it by value rather than importing this file.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -45,6 +46,11 @@ class GateProbe:
 
 OPTIONS = {"max_batch_size": 64, "batch_wait_timeout_s": 0.0}
 
+needs_concurrent_batches = pytest.mark.skipif(
+    "max_concurrent_batches" not in RAY_BATCH_OPTIONS,
+    reason="Ray 2.47's serve.batch runs one batch at a time (max_concurrent_batches: Ray 2.48+)",
+)
+
 
 @pytest.fixture(scope="module")
 def probe(serve_url: str) -> Iterator[Any]:
@@ -57,11 +63,13 @@ def test_calls_arriving_during_a_batch_join_one_next_batch(probe: Any) -> None:
     assert probe.batch_sizes.remote(True, OPTIONS).result(timeout_s=60) == [1, 10]
 
 
+@needs_concurrent_batches
 def test_without_the_gate_ray_closes_a_batch_per_arrival(probe: Any) -> None:
     # Why the gate exists: Ray closes a batch before the model is free to run it.
     assert probe.batch_sizes.remote(False, OPTIONS).result(timeout_s=60) == [1] * 11
 
 
+@needs_concurrent_batches
 def test_concurrent_batches_go_straight_to_ray(probe: Any) -> None:
     options = {**OPTIONS, "max_concurrent_batches": 4}
     sizes = probe.batch_sizes.remote(True, options).result(timeout_s=60)

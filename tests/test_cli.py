@@ -107,6 +107,13 @@ OPTIONS = {
 }
 
 
+def _validate_serve_config(config: dict[str, Any]) -> None:
+    """Check ``config`` against Ray's own schema (pydantic 1's API in Ray 2.47, 2's later)."""
+    validate = getattr(ServeDeploySchema, "model_validate", None) or ServeDeploySchema.parse_obj
+    validate(config)
+
+
+@pytest.mark.compat
 def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Path) -> None:
     """``build`` writes what ``serve deploy`` accepts; ``--kuberay`` embeds the same config."""
     options = _options(tmp_path / "options.yaml", OPTIONS)
@@ -115,7 +122,7 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
     result = runner.invoke(main, ["build", iris_bento, "--config", options, "-o", str(out)])
     assert result.exit_code == 0, result.output
     config = yaml.safe_load(out.read_text())
-    ServeDeploySchema.model_validate(config)
+    _validate_serve_config(config)
     [app] = config["applications"]
     name, version = iris_bento.split(":")
     exported = out.parent / f"{name}-{version}.bento"
@@ -180,7 +187,7 @@ def test_embedded_runners_are_not_listed_as_deployments(probe_bento: str) -> Non
     runners = {"small_batches": {"embedded": True},
                "large_batches": {"embedded": False, "num_replicas": 2}}  # fmt: skip
     config = config_of_plan(plan_application(probe_bento, {"runner_deployment_config": runners}))
-    ServeDeploySchema.model_validate(config)
+    _validate_serve_config(config)
     [app] = config["applications"]
     assert app["deployments"] == [{"name": "batch_probe.runner.large_batches", "num_replicas": 2}]
     assert app["args"]["runner_deployment_config"] == runners
@@ -194,6 +201,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+@pytest.mark.compat
 def test_serve_until_sigint(iris_bento: str, tmp_path: pathlib.Path) -> None:
     """``serve`` starts its own Ray, prints the URL, answers, and exits 0 on Ctrl-C."""
     options = _options(tmp_path / "options.yaml", {"service_deployment_config": {}})

@@ -13,11 +13,15 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 from _support import BIN, EXAMPLES, RayCluster, deployed, load_module
 
 import bentoml_ray
 
 IRIS = EXAMPLES / "iris_classifier"
+
+#: The compatibility suite (``-m compat``) runs this whole file on every supported version leg.
+pytestmark = pytest.mark.compat
 
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 5.1, 1.8]
 

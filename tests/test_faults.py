@@ -109,6 +109,7 @@ def probe_app(serve_url: str, fault_probe_bento: str) -> Iterator[str]:
         yield app
 
 
+@pytest.mark.compat
 def test_killing_a_runner_replica_loses_no_request(serve_url: str, runner_app: str) -> None:
     url = f"{serve_url}/{runner_app}/work"
     load, _ = _kill_under_load(url, {"x": 7}, runner_app, "fault_runner.runner.slow", _is_work)

@@ -4,8 +4,10 @@ stuck runner, in ``test_bad_input``)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from bentoml_ray._request_timeout import GRANULARITY_S, RequestTimeout
@@ -113,11 +115,17 @@ def test_an_answer_begun_after_the_timeout_gives_way_to_the_504() -> None:
         assert task is not None
         sent, _ = await _request(RequestTimeout(Converter(30), TIMEOUT))
         assert [m.get("status") for m in sent] == [504, None]
-        assert task.cancelling() == 0  # the timeout's cancel was taken back
+        if sys.version_info >= (3, 11):  # Python 3.10's tasks count no cancels
+            assert task.cancelling() == 0  # the timeout's cancel was taken back
 
     asyncio.run(scenario())
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Python 3.10's tasks count no cancels (Task.uncancel is 3.11+): a client that leaves "
+    "in the same turn of the loop as its timeout fires ends with the 504, not its cancel",
+)
 def test_a_client_leaving_as_the_timeout_fires_still_ends_the_task() -> None:
     async def scenario() -> None:
         timeout = RequestTimeout(Sleeper(30), TIMEOUT)

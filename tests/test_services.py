@@ -65,17 +65,20 @@ def bentoml_serve_url(review_scorer_bento: str) -> Iterator[str]:
         stop_process_group(process, timeout=30)
 
 
+@pytest.mark.compat
 def test_one_deployment_per_service(scorer_url: str) -> None:
     deployments = serve.status().applications["scorer"].deployments
     assert set(deployments) == {"ReviewScorer", "Preprocessor"}
 
 
+@pytest.mark.compat
 def test_score_calls_the_dependency_over_a_handle(scorer_url: str) -> None:
     answer = httpx.post(f"{scorer_url}/score", json={"reviews": REVIEWS}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json() == [4.0, -2.5, 0.5]
 
 
+@pytest.mark.compat
 def test_batchable_api_forms_batches_under_concurrency(scorer_url: str) -> None:
     def score(i: int) -> int:
         body = {"reviews": [f"good {i}"]}
@@ -87,6 +90,7 @@ def test_batchable_api_forms_batches_under_concurrency(scorer_url: str) -> None:
     assert 1 < stats["largest_batch"] <= 32, stats
 
 
+@pytest.mark.compat
 def test_streaming_api_sends_the_first_chunk_before_the_generator_ends(scorer_url: str) -> None:
     review = "great good love fine fast bad slow awful broken hate"
     started = time.monotonic()
@@ -144,6 +148,7 @@ def test_openapi_document_matches_bentoml_serve(scorer_url: str, bentoml_serve_u
     assert ours["components"] == theirs["components"]
 
 
+@pytest.mark.compat
 def test_pickle_is_refused_at_the_public_ingress(scorer_url: str) -> None:
     answer = httpx.post(
         f"{scorer_url}/score", content=b"\x80\x04.",

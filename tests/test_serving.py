@@ -15,6 +15,9 @@ from _support import EXAMPLES, deployed, load_module
 
 APP = "serving"
 
+#: The compatibility suite (``-m compat``) runs this whole file on every supported version leg.
+pytestmark = pytest.mark.compat
+
 
 @pytest.fixture(scope="module")
 def iris_url(serve_url: str, iris_bento: str) -> Iterator[str]:

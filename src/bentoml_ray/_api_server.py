@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
 from starlette.applications import Starlette
 
 from ._bento_source import BentoSource
 from ._http_app import build_http_app
 from ._local_runner import LocalRunnerHandle
+from ._ray_compat import replica_built_ingress
 from ._replica_retry import CallTarget
 from ._runner_handle import RayRunnerHandle
 
 
-@serve.ingress()
+@replica_built_ingress
 class APIServerDeployment:
     """Loads the service once per replica and points each of its runners at its deployment.
 
-    Ray Serve builds the ASGI app after the constructor, through ``__serve_build_asgi_app__``,
-    and runs its lifespan, so the service's startup hooks run before the replica takes traffic.
+    The replica builds its ASGI app once the constructor is done (``build_asgi_app``), and
+    Ray Serve runs its lifespan, so the service's startup hooks run before it takes traffic.
     """
 
     def __init__(
@@ -40,5 +40,5 @@ class APIServerDeployment:
             else:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 
-    def __serve_build_asgi_app__(self) -> Starlette:
+    def build_asgi_app(self) -> Starlette:
         return build_http_app(self.svc, self.route_prefix)

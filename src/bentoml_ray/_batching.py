@@ -14,7 +14,6 @@ many rows each carries); a ``batch_size_fn`` in ``batching_config`` changes that
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +24,7 @@ from ray import serve
 from ._bentoml_internals import AutoContainer
 from ._errors import InvalidDeploymentConfig
 from ._options import check_mapping, did_you_mean, is_int
-
-#: Every keyword that the installed Ray's ``serve.batch`` takes.
-RAY_BATCH_OPTIONS: frozenset[str] = frozenset(
-    name for name in inspect.signature(serve.batch).parameters if not name.startswith("_")
-)
-
-_BATCH_DEFAULTS: dict[str, Any] = {
-    name: param.default
-    for name, param in inspect.signature(serve.batch).parameters.items()
-    if param.default is not inspect.Parameter.empty
-}
+from ._ray_compat import RAY_BATCH_DEFAULTS, RAY_BATCH_OPTIONS, newer_ray_hint
 
 #: One runner-method call as it travels: positional and keyword arguments.
 Call = tuple[tuple[Any, ...], dict[str, Any]]
@@ -69,13 +58,9 @@ class BatchingPlan:
         methods = self.by_owner.get(owner)
         if not methods:
             return None
-        return max(
-            int(
-                {**_BATCH_DEFAULTS, **options}["max_batch_size"]
-                * {**_BATCH_DEFAULTS, **options}["max_concurrent_batches"]
-            )
-            for options in methods.values()
-        )
+        filled = ({**RAY_BATCH_DEFAULTS, **options} for options in methods.values())
+        # Where serve.batch lacks ``max_concurrent_batches`` (Ray 2.47), one batch at a time.
+        return max(int(o["max_batch_size"] * o.get("max_concurrent_batches", 1)) for o in filled)
 
     @classmethod
     def build(
@@ -145,7 +130,8 @@ def _check_batch_options(options: object, what: str) -> None:
     for key, value in checked.items():
         if key not in RAY_BATCH_OPTIONS:
             raise InvalidDeploymentConfig(
-                f"Unknown batching option {key!r} in {what}.{did_you_mean(key, RAY_BATCH_OPTIONS)}"
+                f"Unknown batching option {key!r} in {what}."
+                f"{newer_ray_hint(key) or did_you_mean(key, RAY_BATCH_OPTIONS)}"
                 f" Allowed options: {', '.join(sorted(RAY_BATCH_OPTIONS))}."
             )
         whole = is_int(value)

@@ -9,22 +9,15 @@ else Ray validates when the deployment is declared, still before anything deploy
 from __future__ import annotations
 
 import difflib
-import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ray import serve
-
 from ._errors import InvalidDeploymentConfig
+from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, newer_ray_hint
 from ._replica_retry import DEFAULT_MAX_RETRIES
 
 #: Upper bound of ``max_retries``: a retry storm is worse than a failed call.
 MAX_RETRIES_LIMIT = 10
-
-#: Every keyword that the installed Ray's ``serve.deployment`` takes.
-RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
-    name for name in inspect.signature(serve.deployment).parameters if not name.startswith("_")
-)
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
 API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
@@ -70,8 +63,9 @@ def check_deployment_options(
     for key in checked:
         if key not in allowed:
             raise InvalidDeploymentConfig(
-                f"Unknown option {key!r} for {what}.{did_you_mean(key, allowed)} "
-                f"Allowed options: {', '.join(sorted(allowed))}."
+                f"Unknown option {key!r} for {what}."
+                f"{newer_ray_hint(key) or did_you_mean(key, allowed)}"
+                f" Allowed options: {', '.join(sorted(allowed))}."
             )
 
     replicas = checked.get("num_replicas")

@@ -28,7 +28,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from ray import serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import Response
@@ -54,6 +53,7 @@ from ._bentoml_internals import (
 )
 from ._body_limit import max_body_size
 from ._public_ingress import public_app
+from ._ray_compat import replica_built_ingress
 from ._replica_retry import CallTarget
 from ._request_timeout import RequestTimeout
 from ._service_proxy import ServiceProxy
@@ -291,13 +291,13 @@ class ServiceHost:
             yield chunk
 
 
-@serve.ingress()
+@replica_built_ingress
 class RootServiceDeployment(ServiceHost):
     """The root service: BentoML's app for it is the application's HTTP ingress.
 
-    Ray Serve builds the ASGI app after the constructor and runs its lifespan, in which
-    BentoML instantiates the service and runs its startup hooks: the replica takes traffic
-    only once that is done.
+    The replica builds its ASGI app once the constructor is done, and Ray Serve runs the
+    app's lifespan, in which BentoML instantiates the service and runs its startup hooks:
+    the replica takes traffic only once that is done.
     """
 
     def __init__(
@@ -311,7 +311,7 @@ class RootServiceDeployment(ServiceHost):
         super().__init__(source, service_name, dependencies, batching, is_root=True)
         self.route_prefix = route_prefix
 
-    def __serve_build_asgi_app__(self) -> Starlette:
+    def build_asgi_app(self) -> Starlette:
         return public_app(self.factory(), self.route_prefix, error_body=_bentoml_error)
 
 

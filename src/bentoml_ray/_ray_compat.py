@@ -1,0 +1,106 @@
+"""What differs between the Ray releases bentoml-ray supports (2.47 to the newest), in one place.
+
+Every difference is decided by what the installed Ray offers (the options its
+``serve.deployment`` and ``serve.batch`` take, what its ``serve.ingress`` accepts), never
+by its version number, and only through public APIs. Where a user asks for something the
+installed Ray lacks, the error names the Ray release that brought it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from ray import serve
+from starlette.types import ASGIApp
+
+#: Every keyword that the installed Ray's ``serve.deployment`` takes. ``route_prefix`` is
+#: left out: the Rays that still list it (up to 2.55) refuse it at the deployment level.
+RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
+    name
+    for name in inspect.signature(serve.deployment).parameters
+    if not name.startswith("_") and name != "route_prefix"
+)
+
+#: Every keyword that the installed Ray's ``serve.batch`` takes, and its defaults.
+RAY_BATCH_OPTIONS: frozenset[str] = frozenset(
+    name for name in inspect.signature(serve.batch).parameters if not name.startswith("_")
+)
+RAY_BATCH_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(serve.batch).parameters.items()
+    if param.default is not inspect.Parameter.empty
+}
+
+#: Options of ``serve.deployment`` and ``serve.batch`` newer than Ray 2.47, and the first
+#: Ray release that takes each (read from each release's signatures).
+NEWER_RAY_OPTIONS: dict[str, str] = {
+    "request_router_config": "2.48",
+    "max_concurrent_batches": "2.48",
+    "max_constructor_retry_count": "2.50",
+    "batch_size_fn": "2.53",
+    "placement_group_bundle_label_selector": "2.54",
+    "deployment_actors": "2.55",
+    "gang_scheduling_config": "2.55",
+    "rolling_update_percentage": "2.56",
+    "backpressure_config": "2.58",
+    "max_surge_percent": "2.60",
+}
+
+
+def ray_version() -> str:
+    import ray
+
+    return str(ray.__version__)
+
+
+def newer_ray_hint(option: str) -> str:
+    """For an option this Ray does not take: the release that brought it, if one did."""
+    since = NEWER_RAY_OPTIONS.get(option)
+    if since is None:
+        return ""
+    return f" {option!r} needs Ray {since} or newer; the installed Ray is {ray_version()}."
+
+
+class BuildsASGIApp(Protocol):
+    def build_asgi_app(self) -> ASGIApp: ...
+
+
+IngressClass = TypeVar("IngressClass", bound=type[Any])
+
+#: The app the replica in this process built in its constructor (one replica per process).
+_replica_app: ASGIApp | None = None
+
+
+def _keep_app_of_this_replica(app: ASGIApp) -> None:
+    global _replica_app
+    _replica_app = app
+
+
+def _app_of_this_replica() -> ASGIApp:
+    if _replica_app is None:  # pragma: no cover - Ray calls this right after __init__
+        raise RuntimeError("The ingress replica built no ASGI app in its constructor.")
+    return _replica_app
+
+
+def replica_built_ingress(cls: IngressClass) -> IngressClass:
+    """``serve.ingress`` for a class whose every replica builds its own ASGI app.
+
+    Its app depends on what the constructor loaded (the service, its runners), so it cannot
+    exist in the driver. Every supported Ray takes a builder function that each replica
+    calls, without arguments, right after the class's constructor (Ray 2.47 onwards; the
+    no-argument ``serve.ingress()`` with ``__serve_build_asgi_app__`` came later). The
+    constructor therefore ends by building the app (``build_asgi_app``) and leaving it
+    where the builder finds it: one replica runs per process.
+    """
+    constructor: Callable[..., None] = cls.__init__
+
+    def __init__(self: BuildsASGIApp, *args: Any, **kwargs: Any) -> None:
+        constructor(self, *args, **kwargs)
+        # Through a module-level function: Ray pickles this class by value, and a global
+        # assigned here would land in the pickle's copy of this module's namespace.
+        _keep_app_of_this_replica(self.build_asgi_app())
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return serve.ingress(_app_of_this_replica)(cls)  # type: ignore[no-any-return]

@@ -1,0 +1,60 @@
+"""What differs between Ray releases: read from the installed Ray, named in errors.
+
+These run on every leg of the compatibility suite, so each end of the range checks its own
+side: the newest Ray takes every option of the table, the oldest refuses the newer ones
+with the release that brought them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import bentoml_ray
+from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray._ray_compat import (
+    NEWER_RAY_OPTIONS,
+    RAY_BATCH_OPTIONS,
+    RAY_DEPLOYMENT_OPTIONS,
+    ray_version,
+)
+
+pytestmark = pytest.mark.compat
+
+MISSING = sorted(set(NEWER_RAY_OPTIONS) - RAY_DEPLOYMENT_OPTIONS - RAY_BATCH_OPTIONS)
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_the_table_matches_the_installed_ray() -> None:
+    # An option of the table is missing exactly when this Ray is older than its release.
+    for option, since in NEWER_RAY_OPTIONS.items():
+        missing = option in MISSING
+        assert missing == (_release(ray_version()) < _release(since)), (option, since)
+
+
+def test_route_prefix_is_never_a_ray_deployment_option() -> None:
+    # Rays up to 2.55 still list it, and refuse it at the deployment level.
+    assert "route_prefix" not in RAY_DEPLOYMENT_OPTIONS
+
+
+@pytest.mark.skipif(not MISSING, reason=f"Ray {ray_version()} takes every option bentoml-ray knows")
+@pytest.mark.parametrize("option", MISSING)
+def test_an_option_newer_than_this_ray_names_the_release_it_needs(
+    iris_bento: str, option: str
+) -> None:
+    since = NEWER_RAY_OPTIONS[option]
+    kwargs: dict[str, Any]
+    if option in ("max_concurrent_batches", "batch_size_fn"):
+        kwargs = {
+            "enable_batching": True,
+            "batching_config": {"iris_clf": {"predict": {option: 2}}},
+        }
+    else:
+        kwargs = {"runner_deployment_config": {"iris_clf": {option: 1}}}
+    with pytest.raises(InvalidDeploymentConfig, match=f"'{option}' needs Ray {since} or newer"):
+        bentoml_ray.deployment(iris_bento, **kwargs)
