@@ -59,8 +59,7 @@ class BatchingPlan:
         if not methods:
             return None
         filled = ({**RAY_BATCH_DEFAULTS, **options} for options in methods.values())
-        # Where serve.batch lacks ``max_concurrent_batches`` (Ray 2.47), one batch at a time.
-        return max(int(o["max_batch_size"] * o.get("max_concurrent_batches", 1)) for o in filled)
+        return max(int(o["max_batch_size"] * o["max_concurrent_batches"]) for o in filled)
 
     @classmethod
     def build(

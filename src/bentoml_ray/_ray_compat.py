@@ -23,14 +23,20 @@ RAY_DEPLOYMENT_OPTIONS: frozenset[str] = frozenset(
     if not name.startswith("_") and name != "route_prefix"
 )
 
-#: Every keyword that the installed Ray's ``serve.batch`` takes, and its defaults.
+#: Every keyword that the installed Ray's ``serve.batch`` takes.
 RAY_BATCH_OPTIONS: frozenset[str] = frozenset(
     name for name in inspect.signature(serve.batch).parameters if not name.startswith("_")
 )
+
+#: What ``serve.batch`` does with the options left out. A Ray without
+#: ``max_concurrent_batches`` (2.47) runs one batch at a time.
 RAY_BATCH_DEFAULTS: dict[str, Any] = {
-    name: param.default
-    for name, param in inspect.signature(serve.batch).parameters.items()
-    if param.default is not inspect.Parameter.empty
+    "max_concurrent_batches": 1,
+    **{
+        name: param.default
+        for name, param in inspect.signature(serve.batch).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    },
 }
 
 #: Options of ``serve.deployment`` and ``serve.batch`` newer than Ray 2.47, and the first
@@ -79,7 +85,7 @@ def _keep_app_of_this_replica(app: ASGIApp) -> None:
 
 
 def _app_of_this_replica() -> ASGIApp:
-    if _replica_app is None:  # pragma: no cover - Ray calls this right after __init__
+    if _replica_app is None:  # Ray calls this right after the constructor, in its process
         raise RuntimeError("The ingress replica built no ASGI app in its constructor.")
     return _replica_app
 
@@ -90,7 +96,7 @@ def replica_built_ingress(cls: IngressClass) -> IngressClass:
     Its app depends on what the constructor loaded (the service, its runners), so it cannot
     exist in the driver. Every supported Ray takes a builder function that each replica
     calls, without arguments, right after the class's constructor (Ray 2.47 onwards; the
-    no-argument ``serve.ingress()`` with ``__serve_build_asgi_app__`` came later). The
+    no-argument ``serve.ingress()`` with ``__serve_build_asgi_app__`` came in 2.56). The
     constructor therefore ends by building the app (``build_asgi_app``) and leaving it
     where the builder finds it: one replica runs per process.
     """
