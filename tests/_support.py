@@ -155,12 +155,32 @@ def _ray_start(env: dict[str, str], log_path: str, num_cpus: int, *args: str) ->
                 str(BIN / "ray"), "start", "--block", f"--num-cpus={num_cpus}",
                 "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args,
             ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # Unbuffered: ``_wait_for_start`` reads what it has printed so far.
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
+            _wait_for_start(node, log_path)
             yield
         finally:
             stop_process_group(node, timeout=45)
+
+
+def _wait_for_start(node: subprocess.Popen[Any], log_path: str, deadline: float = 120) -> None:
+    """Wait until ``ray start`` says its node runs, so that nodes start one after another.
+
+    Ray 2.47 lets a second node's raylet start before the head's, in the head's folder,
+    and the head's raylet then failed to start.
+    """
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with open(log_path) as log:
+            if "Ray runtime started." in log.read():
+                return
+        if node.poll() is not None:
+            raise AssertionError(f"ray start exited with {node.returncode}; see {log_path}")
+        time.sleep(0.5)
+    raise AssertionError(f"ray start did not start its node in {deadline:.0f} s; see {log_path}")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,16 @@ from _support import (  # noqa: E402
     train_iris,
 )
 
+#: The fixtures that start Ray: a test that uses one (directly or through another fixture)
+#: is marked ``ray``, so ``-m "not ray"`` runs only what needs no Ray.
+RAY_FIXTURES = frozenset({"serve_url", "ray_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_STORE, ignore_errors=True)

@@ -156,9 +156,9 @@ def test_a_declared_length_over_the_default_limit_is_refused_before_the_body_is_
 
 
 def bentoml_ray_default_limit() -> int:
-    from bentoml_ray._body_limit import DEFAULT_MAX_BODY_SIZE
+    from bentoml_ray._defaults import MAX_BODY_SIZE
 
-    return DEFAULT_MAX_BODY_SIZE
+    return MAX_BODY_SIZE
 
 
 @pytest.mark.parametrize("bento", ["slow_service", "slow_runner"])

@@ -34,6 +34,7 @@ def _has_haproxy() -> bool:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.ray  # a process of its own starts Ray
 def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
     """The composed 1.2+ workload in high-throughput mode (the default mode without HAProxy).
 

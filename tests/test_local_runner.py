@@ -16,11 +16,11 @@ import pytest
 from bentoml_ray import _call_placement
 from bentoml_ray._call_placement import (
     FAST_STREAK,
-    INLINE_BELOW_S,
     MAX_BACKOFF,
     PROBE_WALL_LIMIT_S,
     CallPlacement,
 )
+from bentoml_ray._defaults import INLINE_BELOW_S
 from bentoml_ray._local_runner import LocalRunnerHandle
 
 

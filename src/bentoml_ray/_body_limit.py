@@ -18,11 +18,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: The environment variable that sets the limit, in bytes.
-MAX_BODY_SIZE_ENV = "BENTOML_RAY_MAX_REQUEST_BODY_SIZE"
-
-#: 100 MiB: room for large batches and images, far below a replica's memory.
-DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
+from ._defaults import MAX_BODY_SIZE, MAX_BODY_SIZE_ENV
 
 #: Builds the JSON body of an error answer from its message, in the service's own style.
 ErrorBody = Callable[[str], Any]
@@ -32,7 +28,7 @@ def max_body_size() -> int | None:
     """The limit this replica applies, from the environment; None when turned off."""
     raw = os.environ.get(MAX_BODY_SIZE_ENV, "").strip()
     if not raw:
-        return DEFAULT_MAX_BODY_SIZE
+        return MAX_BODY_SIZE
     try:
         value = int(raw)
     except ValueError:

@@ -31,9 +31,7 @@ forced inline, 65 ms, as the hand-written deployment's.
 
 from __future__ import annotations
 
-#: Model calls shorter than this run inline. The thread hop costs about this much on a
-#: busy 2-core machine.
-INLINE_BELOW_S = 0.001
+from ._defaults import INLINE_BELOW_S
 
 #: A worker-thread call slower than this (wall time) is not tried inline for the next
 #: ``MAX_BACKOFF`` calls, whatever its CPU time: the model is likely that slow, and an

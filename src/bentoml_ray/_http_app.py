@@ -39,15 +39,13 @@ from ._bentoml_internals import (
     numpy_dtype,
 )
 from ._body_limit import LimitRequestBody, max_body_size
+from ._defaults import API_THREADS
 from ._media_type_guard import RefuseInternalMediaTypes
 from ._replica_metrics import metrics_response
 from ._request_timeout import RequestTimeout
 from ._worker_threads import WorkerThreads
 
 logger = logging.getLogger("bentoml_ray")
-
-#: Sync API functions running at once, as many as ``bentoml serve`` (anyio's default) runs.
-API_THREADS = 40
 
 _ERROR_PREFIX = "BentoService error handling API request: "
 _USER_CODE_ERROR = (

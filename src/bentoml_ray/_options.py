@@ -12,12 +12,9 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._defaults import MAX_RETRIES, MAX_RETRIES_LIMIT
 from ._errors import InvalidDeploymentConfig
 from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, newer_ray_hint
-from ._replica_retry import DEFAULT_MAX_RETRIES
-
-#: Upper bound of ``max_retries``: a retry storm is worse than a failed call.
-MAX_RETRIES_LIMIT = 10
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
 API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
@@ -106,12 +103,12 @@ def check_route_prefix(value: object) -> str:
 def check_max_retries(value: object, what: str) -> int:
     """How often a call to ``what`` is sent again when its replica dies (0: never)."""
     if value is None:
-        return DEFAULT_MAX_RETRIES
+        return MAX_RETRIES
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
         raise InvalidDeploymentConfig(
             f"max_retries of {what} must be a whole number from 0 (never retry a call whose "
             f"replica died) to {MAX_RETRIES_LIMIT}, not {value!r}; "
-            f"unset, calls are retried {DEFAULT_MAX_RETRIES} times."
+            f"unset, calls are retried {MAX_RETRIES} times."
         )
     return value
 

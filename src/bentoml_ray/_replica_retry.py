@@ -6,7 +6,7 @@ took it. A call the replica had accepted, though, fails with ``ActorDiedError`` 
 crash, an out-of-memory kill, a node lost, ``ray.kill``. Inference calls are idempotent,
 so such a call is sent again; Ray has by then taken the dead replica out of rotation, so
 it goes to another one (or waits for the replacement). The retry is bounded
-(``max_retries`` in the callee's options, default :data:`DEFAULT_MAX_RETRIES`; 0 turns it
+(``max_retries`` in the callee's options, default ``_defaults.MAX_RETRIES``; 0 turns it
 off), and only a replica's death is retried: an exception the user's code raised, a
 timeout or a cancellation reaches the caller at once.
 """
@@ -23,12 +23,12 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
+from ._defaults import MAX_RETRIES
+
 logger = logging.getLogger("bentoml_ray")
 
 T = TypeVar("T")
 
-#: How often a call is sent again when its replica died, unless the callee's options say.
-DEFAULT_MAX_RETRIES = 3
 #: Pause before retry ``n`` is ``BACKOFF_S * 2 ** (n - 1)``, capped at ``MAX_BACKOFF_S``.
 BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
@@ -43,7 +43,7 @@ class CallTarget:
     """
 
     handle: DeploymentHandle[Any]
-    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retries: int = MAX_RETRIES
 
 
 def replica_died(exc: BaseException) -> bool:

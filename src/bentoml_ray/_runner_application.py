@@ -23,6 +23,7 @@ from ._api_server import APIServerDeployment
 from ._batching import BatchingPlan, MethodInfo
 from ._bento_source import BentoSource
 from ._declaration import DeploymentDeclarer
+from ._defaults import MAX_ONGOING_REQUESTS
 from ._errors import InvalidDeploymentConfig
 from ._options import (
     API_SERVER_OPTIONS,
@@ -36,14 +37,6 @@ from ._options import (
 )
 from ._replica_retry import CallTarget, bound_target
 from ._runner_deployment import RunnerDeployment
-
-#: Ray's default (5) would make the API server, which mostly awaits runners, queue at the
-#: proxy under any real load; BentoML's own API server sets no limit at all.
-API_SERVER_MAX_ONGOING_REQUESTS = 100
-#: A runner replica queues calls to its model itself (one at a time per replica, as in
-#: BentoML), so Ray's default of 5 only adds router backoff: at 32 connections it halved
-#: the iris example's requests/s. Batching may need more to fill its batches.
-RUNNER_MAX_ONGOING_REQUESTS = 100
 
 
 def api_server_deployment_name(service: str) -> str:
@@ -68,7 +61,7 @@ def build_runner_application(
         service_deployment_config, what=api_what, extra=API_SERVER_OPTIONS
     )
     route_prefix = check_route_prefix(api_options.pop("route_prefix", None))
-    api_options.setdefault("max_ongoing_requests", API_SERVER_MAX_ONGOING_REQUESTS)
+    api_options.setdefault("max_ongoing_requests", MAX_ONGOING_REQUESTS)
 
     runner_names = [runner.name for runner in svc.runners]
     runner_options = check_mapping(runner_deployment_config, "runner_deployment_config")
@@ -112,7 +105,7 @@ def build_runner_application(
         max_retries = check_max_retries(options.pop("max_retries", None), what)
         options.setdefault(
             "max_ongoing_requests",
-            max(RUNNER_MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
+            max(MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
         )
         runner_deployment = declarer.declare(
             RunnerDeployment,

@@ -27,11 +27,7 @@ import re
 from typing import Any
 
 from ._batching import MethodInfo
-
-#: How long a batch waits to fill: not at all; see ``api_methods``.
-BATCH_WAIT_S = 0.0
-#: As for the runner-based API server: Ray's default of 5 would queue at the proxy.
-DEFAULT_MAX_ONGOING_REQUESTS = 100
+from ._defaults import MAX_ONGOING_REQUESTS, SERVICE_BATCH_WAIT_S
 
 _MEMORY_UNITS = {
     "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -65,7 +61,7 @@ def deployment_defaults(service: Any) -> dict[str, Any]:
 
     max_concurrency = (config.get("traffic") or {}).get("max_concurrency")
     options["max_ongoing_requests"] = (
-        math.ceil(max_concurrency / replicas) if max_concurrency else DEFAULT_MAX_ONGOING_REQUESTS
+        math.ceil(max_concurrency / replicas) if max_concurrency else MAX_ONGOING_REQUESTS
     )
     return options
 
@@ -91,7 +87,7 @@ def api_methods(service: Any) -> dict[str, MethodInfo]:
             batchable=bool(api.batchable),
             defaults={
                 "max_batch_size": int(api.max_batch_size),
-                "batch_wait_timeout_s": BATCH_WAIT_S,
+                "batch_wait_timeout_s": SERVICE_BATCH_WAIT_S,
             }
             if api.batchable
             else {},

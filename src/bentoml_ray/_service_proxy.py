@@ -24,11 +24,9 @@ from typing import Any
 from ray.exceptions import RayTaskError
 
 from ._bentoml_internals import get_original_func
+from ._defaults import DEPENDENCY_TIMEOUT_S
 from ._loop_bridge import LoopBridge
 from ._replica_retry import CallTarget, RetryingCaller
-
-#: BentoML's client timeout when a service sets none.
-DEFAULT_TIMEOUT_S = 60.0
 
 
 def _unwrap(exc: RayTaskError) -> BaseException:
@@ -63,7 +61,7 @@ class ServiceProxy:
         self._bridge = LoopBridge()
         traffic = (service.config or {}).get("traffic") or {}
         # BentoML's client adds 1% to the service's timeout, so the service times out first.
-        self.timeout_s = float(traffic.get("timeout") or DEFAULT_TIMEOUT_S) * 1.01
+        self.timeout_s = float(traffic.get("timeout") or DEPENDENCY_TIMEOUT_S) * 1.01
         self.to_async = _Calls(self, "async")
         self.to_sync = _Calls(self, "sync")
         self._default = _Calls(self, "default")
