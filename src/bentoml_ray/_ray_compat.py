@@ -1,14 +1,16 @@
 """What differs between the Ray releases bentoml-ray supports (2.47 to the newest), in one place.
 
-Every difference is decided by what the installed Ray offers (the options its
-``serve.deployment`` and ``serve.batch`` take, what its ``serve.ingress`` accepts), never
-by its version number, and only through public APIs. Where a user asks for something the
-installed Ray lacks, the error names the Ray release that brought it.
+Where releases differ, the installed Ray's own signatures decide (the options its
+``serve.deployment`` and ``serve.batch`` take), never its version number, and only public
+APIs are used; where every supported release offers one form, that form is used on all of
+them (the ingress below). Where a user asks for something the installed Ray lacks, the
+error names the Ray release that brought it.
 """
 
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -75,19 +77,21 @@ class BuildsASGIApp(Protocol):
 
 IngressClass = TypeVar("IngressClass", bound=type[Any])
 
-#: The app the replica in this process built in its constructor (one replica per process).
-_replica_app: ASGIApp | None = None
+#: The app an ingress constructor just built, until Ray's builder call takes it: Ray makes
+#: that call right after the constructor, in the same thread.
+_built = threading.local()
 
 
 def _keep_app_of_this_replica(app: ASGIApp) -> None:
-    global _replica_app
-    _replica_app = app
+    _built.app = app
 
 
 def _app_of_this_replica() -> ASGIApp:
-    if _replica_app is None:  # Ray calls this right after the constructor, in its process
+    app: ASGIApp | None = getattr(_built, "app", None)
+    if app is None:
         raise RuntimeError("The ingress replica built no ASGI app in its constructor.")
-    return _replica_app
+    _built.app = None
+    return app
 
 
 def replica_built_ingress(cls: IngressClass) -> IngressClass:
@@ -98,14 +102,14 @@ def replica_built_ingress(cls: IngressClass) -> IngressClass:
     calls, without arguments, right after the class's constructor (Ray 2.47 onwards; the
     no-argument ``serve.ingress()`` with ``__serve_build_asgi_app__`` came in 2.56). The
     constructor therefore ends by building the app (``build_asgi_app``) and leaving it
-    where the builder finds it: one replica runs per process.
+    where the builder takes it.
     """
     constructor: Callable[..., None] = cls.__init__
 
     def __init__(self: BuildsASGIApp, *args: Any, **kwargs: Any) -> None:
         constructor(self, *args, **kwargs)
-        # Through a module-level function: Ray pickles this class by value, and a global
-        # assigned here would land in the pickle's copy of this module's namespace.
+        # Through a module-level function: Ray 2.47 pickles this class by value, and a
+        # global assigned here would land in the pickle's copy of this module's namespace.
         _keep_app_of_this_replica(self.build_asgi_app())
 
     cls.__init__ = __init__  # type: ignore[misc]
