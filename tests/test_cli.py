@@ -266,6 +266,7 @@ def _wait_for_200(url: str, deadline: float) -> None:
     assert answer.json() == [2], answer.text
 
 
+@pytest.mark.ray_dashboard  # serve deploy talks to the cluster's dashboard
 def test_deploy_status_delete_on_a_cluster(
     ray_cluster: RayCluster, iris_bento: str, tmp_path: pathlib.Path
 ) -> None:
