@@ -208,7 +208,7 @@ def four_bentos(
 def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[RayCluster]:
     """A two-node ``ray start`` cluster on loopback, as separate processes, with Serve.
 
-    The head (8 logical CPUs, dashboard for ``serve deploy``) sees the test store; the
+    The head (8 logical CPUs; a dashboard if a test needs ``serve deploy``) sees the test store; the
     second node has an empty ``BENTOML_HOME``, a cache of its own and the custom resource
     ``far`` that only it has, so a deployment asking for ``far`` runs where the Bento is
     not. Token authentication is on where Ray has it (2.52+), as ``ray start`` sets it,
