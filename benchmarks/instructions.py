@@ -114,23 +114,22 @@ def _app(target: str) -> ASGIApp:
         return Starlette(routes=[Route("/score", scorer.__call__, methods=["POST"])])
 
     if target == "bentoml-ray 1.2+":
-        from bentoml_ray._bento_source import resolve_target
-        from bentoml_ray._public_ingress import public_app
-        from bentoml_ray._replica_retry import CallTarget
-        from bentoml_ray._service_deployment import ServiceHost, _bentoml_error
+        from bentoml_ray._bento.source import resolve_target
+        from bentoml_ray._replica.calls import CallTarget
+        from bentoml_ray._services.deployments import ServiceHost, service_ingress
 
         source, root = resolve_target("review_scorer:latest")
         stand_in = CallTarget(PreprocessorStandIn())  # type: ignore[arg-type]
         # What the root replica builds, batching off: ``serve.batch`` runs only in Ray.
-        host = ServiceHost(source, root.name, {"Preprocessor": stand_in}, {}, is_root=True)
-        return public_app(host.factory(), "/", error_body=_bentoml_error)
+        host = ServiceHost(source, {"Preprocessor": stand_in}, root.name, {}, is_root=True)
+        return service_ingress(host.factory, "/")
 
     if target == "bentoml-ray own layer":
         _without_bentoml_request_work()
 
-    from bentoml_ray import _call_placement
-    from bentoml_ray._http_app import build_http_app
-    from bentoml_ray._local_runner import LocalRunnerHandle
+    from bentoml_ray._runners import call_placement as _call_placement
+    from bentoml_ray._runners.api_server import runner_ingress
+    from bentoml_ray._runners.local_runner import LocalRunnerHandle
 
     # Valgrind runs code about 50 times slower: keep the model call inline, where it runs
     # at full speed, instead of letting its timing send it to the worker thread.
@@ -138,7 +137,7 @@ def _app(target: str) -> ASGIApp:
     svc = bentoml.load("iris_classifier:latest")
     for runner in svc.runners:
         runner.init_client(LocalRunnerHandle, {})
-    return build_http_app(svc)
+    return runner_ingress(svc, "/")
 
 
 def _without_bentoml_request_work() -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from . import _bentoml_ray_alias
 from ._application import deployment
+from ._deploy.serve_config import application_builder
 from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
-from ._runner_application import api_server_deployment_name, runner_deployment_name
-from ._serve_config import application_builder
-from ._service_application import service_deployment_name
+from ._runners.layout import api_server_deployment_name, runner_deployment_name
+from ._services.layout import service_deployment_name
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,10 @@
 """``deployment()``: from a Bento to a Ray Serve application, every check done first.
 
-Runner-based Bentos are laid out by ``_runner_application``, 1.2+ Bentos by
-``_service_application``. Nothing here needs a running Ray: the result is an unbuilt
-``Application`` that ``serve.run`` or ``serve run module:attr`` deploys.
+The Bento is resolved and its service loaded once (``_bento.source``); runner-based
+Bentos are laid out by ``_runners.layout``, 1.2+ Bentos by ``_services.layout``; the
+layout is then declared and bound (``_layout``). Nothing here needs a running Ray: the
+result is an unbuilt ``Application`` that ``serve.run`` or ``serve run module:attr``
+deploys.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import Any
 
 from ray.serve import Application
 
-from ._bento_source import resolve_target
+from ._bento.source import resolve_target
 from ._bentoml_internals import LegacyService
 from ._errors import InvalidDeploymentConfig
-from ._runner_application import build_runner_application
-from ._service_application import build_service_application
+from ._layout import Layout
+from ._runners.layout import runner_layout
+from ._services.layout import service_layout
 
 
 def deployment(
@@ -64,6 +67,30 @@ def deployment(
             the message names it and what is allowed.
         BentoNotFound: the tag is not in the BentoML store (or at ``bento_uri``).
     """
+    return plan_layout(
+        target,
+        {
+            "service_deployment_config": service_deployment_config,
+            "runner_deployment_config": runner_deployment_config,
+            "enable_batching": enable_batching,
+            "batching_config": batching_config,
+            "runners_deployment_config_map": runners_deployment_config_map,
+            "bento_uri": bento_uri,
+            "install_requirements": install_requirements,
+        },
+    ).bind()
+
+
+def plan_layout(target: Any, options: Mapping[str, Any]) -> Layout:
+    """Every check of ``deployment(target, **options)``, and the deployments it makes.
+
+    The Serve config export reads the layout; ``deployment()`` binds it.
+    """
+    service_deployment_config = options.get("service_deployment_config")
+    runner_deployment_config = options.get("runner_deployment_config")
+    runners_deployment_config_map = options.get("runners_deployment_config_map")
+    enable_batching = options.get("enable_batching")
+    install_requirements = options.get("install_requirements", False)
     if runners_deployment_config_map is not None:
         if runner_deployment_config is not None:
             raise InvalidDeploymentConfig(
@@ -79,21 +106,21 @@ def deployment(
         raise InvalidDeploymentConfig(
             f"install_requirements must be True or False, not {install_requirements!r}."
         )
-    source, svc = resolve_target(target, bento_uri, install_requirements)
+    source, svc = resolve_target(target, options.get("bento_uri"), install_requirements)
     if isinstance(svc, LegacyService):
-        return build_runner_application(
+        return runner_layout(
             source,
             svc,
             service_deployment_config,
             runner_deployment_config,
             bool(enable_batching),
-            batching_config,
+            options.get("batching_config"),
         )
-    return build_service_application(
+    return service_layout(
         source,
         svc,
         service_deployment_config,
         runner_deployment_config,
         enable_batching is not False,
-        batching_config,
+        options.get("batching_config"),
     )

@@ -1,0 +1,379 @@
+"""``bentoml-ray``: serve, deploy and export a Bento on Ray Serve from the shell.
+
+``serve run module:app`` needs a Python file per Bento and a driver that stays up; this
+CLI takes the Bento tag and an options file (``deployment()``'s keywords in YAML) instead:
+
+- ``serve``: a local Ray (or ``RAY_ADDRESS``'s), in the foreground, until Ctrl-C;
+- ``deploy``: onto a running cluster, returning once the application runs;
+- ``status`` / ``delete``: what Serve runs on a cluster, and removing an application;
+- ``build``: a Serve config for ``serve deploy``, or a KubeRay ``RayService``.
+
+Errors that are the user's (a bad option, a missing Bento, an unreachable cluster) are one
+line on stderr and exit status 1, not a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from .._errors import BentoRayError
+from .kuberay import manifest_yaml, rayservice_manifest
+from .options_file import read_options_file
+from .serve_config import config_of_plan, config_yaml, plan_application
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ADDRESS_HELP = "Ray cluster address (GCS host:port, or 'auto'); default: RAY_ADDRESS."
+
+
+class _Stopped(Exception):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _user_errors(command: F) -> F:
+    """One line on stderr and exit status 1 for errors that are the user's to fix."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (BentoRayError, ConnectionError) as exc:
+            _fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    raise SystemExit(1)
+
+
+def _options(config_file: str | None) -> dict[str, Any]:
+    return read_options_file(config_file) if config_file else {}
+
+
+def _connect(address: str | None) -> None:
+    """Connect to a running cluster; Ray's own connection errors become one line.
+
+    A ``host:port`` that nothing answers on is refused at once: ``ray.init`` would retry
+    it for minutes.
+    """
+    import ray
+
+    address = address or "auto"
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise ConnectionError(
+                f"Cannot reach a Ray cluster at {address}: {exc.strerror or exc}."
+            ) from exc
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConnectionError(f"Cannot connect to a Ray cluster at {address}: {exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run BentoML Bentos on Ray Serve.
+
+    TAG is a Bento tag from the local BentoML store (BENTOML_HOME), such as
+    iris_classifier:latest; it is resolved to its exact version. --config FILE is a YAML
+    file whose keys are bentoml_ray.deployment()'s keyword arguments.
+    """
+
+
+@main.command("serve")
+@click.argument("tag")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Options file: deployment() keyword arguments in YAML.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP host to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="HTTP port.")
+@click.option(
+    "--num-cpus",
+    type=click.IntRange(min=1),
+    help="CPUs of the local Ray started here (default: the machine's).",
+)
+@_user_errors
+def serve_command(
+    tag: str, config_file: str | None, host: str, port: int, num_cpus: int | None
+) -> None:
+    """Serve TAG on a local Ray until Ctrl-C (or SIGTERM).
+
+    Starts a fresh local Ray, or joins the cluster at RAY_ADDRESS if it is set (then only
+    this application is removed on exit, not Serve).
+    """
+    plan = plan_application(tag, _options(config_file))
+    app = plan.application()
+
+    import ray
+    from ray import serve
+
+    # Ctrl-C must stop us even when the shell started us with SIGINT ignored (a
+    # background job of a script), which Python would otherwise keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    address = os.environ.get("RAY_ADDRESS")
+    serving = False
+    failed: str | None = None
+    try:
+        if address:
+            _connect(address)
+        else:
+            ray.init(address="local", num_cpus=num_cpus)
+        signal.signal(signal.SIGTERM, _raise_stopped)  # after ray.init, which sets its own
+        serve.start(http_options={"host": host, "port": port})
+        serving = True
+        try:
+            serve.run(app, name=plan.service_name, route_prefix=plan.route_prefix)
+        except RuntimeError as exc:  # the application failed to deploy; Serve says why
+            failed = str(exc)
+        else:
+            click.echo(f"Serving {plan.tag} at http://{host}:{port}{plan.route_prefix}")
+            click.echo("Press Ctrl-C to stop.")
+            while True:
+                time.sleep(3600)
+    except (KeyboardInterrupt, _Stopped):
+        click.echo("Stopping.", err=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one clean shutdown, not two
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if serving:
+            if address:
+                serve.delete(plan.service_name)
+            else:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+    if failed is not None:
+        _fail(failed)
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+@main.command("deploy")
+@click.argument("tag")
+@click.option("--address", envvar="RAY_ADDRESS", required=True, help=_ADDRESS_HELP)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Options file: deployment() keyword arguments in YAML.",
+)
+@click.option("--name", help="Application name (default: the service's name).")
+@click.option(
+    "--timeout",
+    default=900.0,
+    show_default=True,
+    type=float,
+    help="Seconds to wait for the application to run.",
+)
+@_user_errors
+def deploy_command(
+    tag: str, address: str, config_file: str | None, name: str | None, timeout: float
+) -> None:
+    """Deploy TAG to a running Ray cluster and wait until it runs.
+
+    Prints each deployment's state as it changes; exits 0 once the application is
+    RUNNING, 1 if it fails (with Serve's message) or is not running after --timeout.
+    """
+    plan = plan_application(tag, _options(config_file))
+    app = plan.application()
+    app_name = name or plan.service_name
+    _connect(address)
+    from ray import serve
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.run(app, name=app_name, route_prefix=plan.route_prefix)
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+
+    click.echo(f"Deploying {plan.tag} as {app_name!r} at {plan.route_prefix} ...")
+    runner = threading.Thread(target=run, name="serve-run", daemon=True)
+    runner.start()
+    deadline = time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    while runner.is_alive() and time.monotonic() < deadline:
+        _show_progress(serve.status().applications.get(app_name), shown)
+        runner.join(timeout=1.0)
+    if runner.is_alive():
+        _fail(
+            f"{app_name!r} is not RUNNING after {timeout:g} s; it is still deploying. "
+            "Watch it with `bentoml-ray status`."
+        )
+    if failure:
+        _fail(str(failure[0]))
+    _show_progress(serve.status().applications.get(app_name), shown)
+    click.echo(f"{app_name!r} is RUNNING ({plan.tag}, route {plan.route_prefix}).")
+
+
+def _show_progress(app: Any, shown: dict[str, str]) -> None:
+    """Print the application's and its deployments' states where they changed."""
+    if app is None:
+        return
+    lines = {"": f"application: {_name(app.status)}"}
+    for name, status in app.deployments.items():
+        lines[name] = f"  {name}: {_name(status.status)} ({_replicas(status.replica_states)})"
+    for key, line in lines.items():
+        if shown.get(key) != line:
+            shown[key] = line
+            click.echo(line)
+
+
+@main.command("status")
+@click.option("--address", envvar="RAY_ADDRESS", help=_ADDRESS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@_user_errors
+def status_command(address: str | None, as_json: bool) -> None:
+    """Print each Serve application's status, its deployments' and their replicas."""
+    _connect(address)
+    from ray import serve
+
+    applications: dict[str, dict[str, Any]] = {
+        name: {
+            "status": _name(app.status),
+            "message": app.message,
+            "deployments": {
+                dep_name: {
+                    "status": _name(dep.status),
+                    "message": dep.message,
+                    "replicas": {_name(state): n for state, n in dep.replica_states.items()},
+                }
+                for dep_name, dep in app.deployments.items()
+            },
+        }
+        for name, app in serve.status().applications.items()
+    }
+    if as_json:
+        click.echo(json.dumps({"applications": applications}, indent=2))
+        return
+    if not applications:
+        click.echo("No Serve applications are running.")
+    for name, app in applications.items():
+        click.echo(f"{name}: {app['status']}" + (f" - {app['message']}" if app["message"] else ""))
+        for dep_name, dep in app["deployments"].items():
+            replicas = ", ".join(f"{n} {state}" for state, n in dep["replicas"].items())
+            message = f" - {dep['message']}" if dep["message"] else ""
+            click.echo(f"  {dep_name}: {dep['status']} ({replicas or 'no replicas'}){message}")
+
+
+@main.command("delete")
+@click.argument("name")
+@click.option("--address", envvar="RAY_ADDRESS", help=_ADDRESS_HELP)
+@_user_errors
+def delete_command(name: str, address: str | None) -> None:
+    """Delete the Serve application NAME and its deployments."""
+    _connect(address)
+    from ray import serve
+
+    applications = sorted(serve.status().applications)
+    if name not in applications:
+        _fail(
+            f"There is no Serve application named {name!r}. "
+            f"Applications: {', '.join(applications) or 'none'}."
+        )
+    serve.delete(name)
+    click.echo(f"Deleted {name!r}.")
+
+
+@main.command("build")
+@click.argument("tag")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Options file: deployment() keyword arguments in YAML.",
+)
+@click.option(
+    "--bento-uri",
+    help="Where every node imports the Bento from (s3://, gs://, file://...); "
+    "default: export it next to the output as a file:// URI.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="File to write [default: serve_config.yaml, or rayservice.yaml with --kuberay].",
+)
+@click.option("--name", help="Application name (default: the service's name).")
+@click.option("--host", help="Serve's HTTP host (http_options; default: Serve's).")
+@click.option("--port", type=int, help="Serve's HTTP port (http_options; default: Serve's).")
+@click.option("--kuberay", is_flag=True, help="Write a KubeRay RayService embedding the config.")
+@click.option(
+    "--image",
+    help="Container image for --kuberay [default: rayproject/ray:<ray "
+    "version>-py<python>]; it must have bentoml-ray installed.",
+)
+@_user_errors
+def build_command(
+    tag: str,
+    config_file: str | None,
+    bento_uri: str | None,
+    output: str | None,
+    name: str | None,
+    host: str | None,
+    port: int | None,
+    kuberay: bool,
+    image: str | None,
+) -> None:
+    """Write a Ray Serve config (or KubeRay RayService) that serves TAG.
+
+    The config names the exact Bento version; `serve deploy FILE` (or `kubectl apply`)
+    deploys it, with no driver left running.
+    """
+    import bentoml
+
+    out = Path(output or ("rayservice.yaml" if kuberay else "serve_config.yaml")).resolve()
+    options = _options(config_file)
+    if bento_uri:
+        options["bento_uri"] = bento_uri
+    plan = plan_application(tag, options)
+    if "bento_uri" not in plan.options:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        exported = Path(bentoml.export_bento(plan.tag, str(out.parent))).resolve()
+        plan = plan.with_bento_uri(exported.as_uri())
+        click.echo(
+            f"Exported {plan.tag} to {exported}. The config reads it from {exported.as_uri()}, "
+            "which only this machine has: for a real cluster, upload it where every node "
+            "reaches it (s3://, gs://, ...) and pass that URI as --bento-uri.",
+            err=True,
+        )
+    http_options = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    config = config_of_plan(plan, name=name, http_options=http_options)
+    if kuberay:
+        text = manifest_yaml(rayservice_manifest(config, name, image), plan.tag)
+    else:
+        text = config_yaml(config, plan.tag)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    click.echo(f"Wrote {out}")
+
+
+def _name(value: Any) -> str:
+    """An enum member's value (Ray's statuses are str enums), or the value itself."""
+    return str(getattr(value, "value", value))
+
+
+def _replicas(states: dict[Any, int]) -> str:
+    return ", ".join(f"{n} {_name(state)}" for state, n in states.items()) or "no replicas"

@@ -1,0 +1,84 @@
+"""The public HTTP ingress of a Bento: one builder for both kinds of service.
+
+Outermost first, every request meets:
+
+1. ``RequestTimeout``: the service's traffic timeout, BentoML's 504 when it passes;
+2. ``PublicGate``: the guards, in this order (no pickle from clients, the body size cap,
+   ``/metrics``), then, for an API request that no guard acts on, its endpoint directly
+   when the service has no middleware of its own (the service's per-request context
+   entered around it);
+3. the service's own app (its routes, its middlewares, its lifespan), mounted at the route
+   prefix.
+
+``route_prefix`` means one thing: the path the service's routes are served under. It is
+applied here, by the mount, because ``serve run module:app`` always deploys an
+application at ``/``; the CLI and Serve configs give it to Serve instead (Serve routes
+between the applications of one cluster by it), and then it is ``/`` here.
+
+Ray Serve gets a Starlette app whose routes reach the service's through the mount, so it
+names each request's route (its metrics' ``route`` label) as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+
+from .body_limit import LimitRequestBody, max_body_size
+from .gate import PublicGate, RequestContext, direct_routes, routes_direct_first
+from .guard import ErrorBody, Guard
+from .media_types import RefuseInternalMediaTypes
+from .metrics import ReplicaMetrics
+from .timeout import RequestTimeout
+
+
+def public_ingress(
+    service_app: Starlette,
+    *,
+    route_prefix: str,
+    timeout: float | None,
+    error_body: ErrorBody,
+    is_api: Callable[[BaseRoute], bool],
+    direct: bool,
+    request_context: RequestContext | None = None,
+) -> Starlette:
+    """``service_app`` behind the timeout and the guards, served at ``route_prefix``.
+
+    ``is_api`` tells the service's API routes from its other routes; ``direct`` says
+    whether they may skip ``service_app`` (only when nothing in it must see every API
+    request: no middleware of the service's own). Before it first runs, ``service_app``'s
+    direct routes are moved to the front of its routes (``routes_direct_first``).
+    """
+    prefix = route_prefix.rstrip("/")
+    guards: list[Guard] = [
+        RefuseInternalMediaTypes(error_body),
+        LimitRequestBody(max_body_size(), error_body),
+        ReplicaMetrics(f"{prefix}/metrics"),
+    ]
+    routes = service_app.router.routes
+    fast = direct_routes(routes, is_api, prefix) if direct else {}
+    routes[:] = routes_direct_first(routes, fast)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # The service's own lifespan: a mounted app's does not run by itself.
+        async with service_app.router.lifespan_context(service_app):
+            yield
+
+    gate = Middleware(
+        PublicGate,
+        guards=guards,
+        service=service_app,
+        prefix=prefix,
+        direct=fast,
+        request_context=request_context,
+    )
+    return Starlette(
+        routes=[Mount(prefix, app=service_app)],
+        middleware=[Middleware(RequestTimeout, timeout=timeout), gate],
+        lifespan=lifespan,
+    )

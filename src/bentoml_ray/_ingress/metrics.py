@@ -1,0 +1,46 @@
+"""``/metrics``: this replica's Prometheus registry, for both kinds of service.
+
+BentoML's app for a 1.2+ service reads its metrics in Prometheus' multiprocess mode, from
+the directory ``bentoml serve`` sets up (``PROMETHEUS_MULTIPROC_DIR``) before any worker
+imports ``prometheus_client``. A Ray replica has no such directory (Ray imported the
+client long before), so BentoML's handler raised, and its timeout middleware held the
+request for the whole ``traffic.timeout`` before Ray answered 500. So the public ingress
+answers ``/metrics`` itself, for both kinds of service, from the replica's own registry:
+the service's metrics made with ``bentoml.metrics`` and the process figures. Ray Serve's
+request metrics are at Ray's metrics export port.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .guard import route_path
+
+
+class ReplicaMetrics:
+    """Guard: answers ``GET``/``HEAD`` at ``path`` with the replica's registry.
+
+    Other methods get the 405 that ``bentoml serve``'s own ``GET`` route gives them: the
+    path is the metrics', ahead of any API a service declares there.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def acts_on(self, scope: Scope) -> bool:
+        return route_path(scope) == self.path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        response: Response
+        if scope["method"] in ("GET", "HEAD"):
+            response = Response(
+                prometheus_client.generate_latest(),
+                media_type=prometheus_client.CONTENT_TYPE_LATEST,
+            )
+        else:
+            response = PlainTextResponse(
+                "Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"}
+            )
+        await response(scope, receive, send)

@@ -1,0 +1,130 @@
+"""The deployments of one application, as data, and the one function that declares and binds them.
+
+Each kind of Bento has a builder that checks the user's options against the loaded service
+and returns a ``Layout`` (``_runners.layout``, ``_services.layout``): the deployments it
+wants, each with its name, role, class, options, bind arguments, the deployments it calls
+and the retry budget of calls to it. ``Layout.bind`` turns that into the Ray Serve
+application; the Serve config export reads the same list (``configured_deployments``).
+Every deployment class takes ``(source, calls, *args)``: ``calls`` maps the name the
+replica knows a callee by (a runner's or a service's) to its handle, with its budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ray import serve
+from ray.serve import Application
+
+from ._bento.runtime_env import merge_runtime_env
+from ._bento.source import BentoSource
+from ._defaults import MAX_RETRIES
+from ._errors import InvalidDeploymentConfig
+from ._replica.calls import bound_target
+
+Role = Literal["api-server", "runner", "root-service", "dependency-service"]
+
+#: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.
+SCALING_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests")
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment of the application, before Ray sees it."""
+
+    name: str
+    role: Role
+    #: How messages name it ("runner 'iris_clf'").
+    what: str
+    cls: type
+    #: ``serve.deployment`` options, checked and with bentoml-ray's defaults, ``name`` aside.
+    options: Mapping[str, Any]
+    #: Bind arguments after the source and the calls.
+    args: tuple[Any, ...] = ()
+    #: Callee as the replica knows it (runner or service name) -> its deployment's name.
+    calls: Mapping[str, str] = field(default_factory=dict)
+    #: How often a call *to* this deployment is sent again when its replica dies.
+    max_retries: int = MAX_RETRIES
+    #: Environment the service itself declares, under the user's runtime_env.
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    #: The options the user gave for it, if any (what a Serve config lists).
+    configured: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A Bento's deployments, callees before their callers, the HTTP ingress last."""
+
+    source: BentoSource
+    #: The root service's name: the application's default name.
+    service_name: str
+    specs: tuple[DeploymentSpec, ...]
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for spec in self.specs:
+            if spec.name in seen:
+                raise InvalidDeploymentConfig(
+                    f"{spec.what} and {seen[spec.name]} would both be named {spec.name!r}; "
+                    "names must be unique."
+                )
+            seen[spec.name] = spec.what
+
+    @property
+    def ingress(self) -> DeploymentSpec:
+        return self.specs[-1]
+
+    def bind(self) -> Application:
+        """Declare every deployment with Ray (which checks its options) and bind the graph."""
+        by_name = {spec.name: spec for spec in self.specs}
+        bound: dict[str, Application] = {}
+        for spec in self.specs:
+            calls = {
+                key: bound_target(bound[name], by_name[name].max_retries)
+                for key, name in spec.calls.items()
+            }
+            bound[spec.name] = self._declare(spec).bind(self.source, calls, *spec.args)
+        return bound[self.ingress.name]
+
+    def configured_deployments(self) -> list[dict[str, Any]]:
+        """``deployments:`` entries of a Serve config: those the user configured, ingress first."""
+        ordered = [self.ingress, *self.specs[:-1]]
+        return [
+            {
+                "name": spec.name,
+                **{key: spec.configured[key] for key in SCALING_OPTIONS if key in spec.configured},
+            }
+            for spec in ordered
+            if spec.configured is not None
+        ]
+
+    def _declare(self, spec: DeploymentSpec) -> Any:
+        """``serve.deployment(spec.cls, ...)`` with the Bento's environment merged in.
+
+        The Bento's runtime_env (its bentofile's env vars, and its requirements when they
+        are to be installed) and the service's own env vars go under the user's own
+        ``runtime_env``: the user's values win, and fields that cannot be merged raise.
+        (The Bento itself reaches the nodes apart from it: ``_bento.shipping``.)
+        """
+        options = dict(spec.options)
+        actor_options = dict(options.get("ray_actor_options") or {})
+        derived = dict(self.source.runtime_env)
+        derived["env_vars"] = {**(derived.get("env_vars") or {}), **spec.env_vars}
+        runtime_env = merge_runtime_env(derived, actor_options.get("runtime_env"), spec.what)
+        if runtime_env:
+            actor_options["runtime_env"] = runtime_env
+        options["ray_actor_options"] = actor_options
+        try:
+            return serve.deployment(name=spec.name, **options)(spec.cls)
+        except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
+            raise InvalidDeploymentConfig(f"Ray rejects the options of {spec.what}: {exc}") from exc
+
+
+def deployment_name(options: dict[str, Any], default: str, what: str) -> str:
+    """The name the user gave in ``options`` (taken out of them), else ``default``."""
+    name = options.pop("name", default)
+    if not isinstance(name, str) or not name:
+        raise InvalidDeploymentConfig(f"name of {what} must be a non-empty string, not {name!r}.")
+    return name

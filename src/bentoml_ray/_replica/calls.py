@@ -1,0 +1,174 @@
+"""Calls to a runner or dependency deployment: retried when the replica serving it dies.
+
+Ray Serve's router already re-routes a call whose replica is gone *before* the replica
+took it. A call the replica had accepted, though, fails with ``ActorDiedError`` (or
+``ActorUnavailableError`` while Ray cannot tell yet) when the replica dies under it: a
+crash, an out-of-memory kill, a node lost, ``ray.kill``. Inference calls are idempotent,
+so such a call is sent again; Ray has by then taken the dead replica out of rotation, so
+it goes to another one (or waits for the replacement). The retry is bounded
+(``max_retries`` in the callee's options, default ``_defaults.MAX_RETRIES``; 0 turns it
+off), and only a replica's death is retried: an exception the user's code raised, a
+timeout or a cancellation reaches the caller at once, as the exception the callee raised
+(not Ray's ``RayTaskError`` around it), for runner calls and dependency calls alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+
+from .._defaults import MAX_RETRIES
+
+logger = logging.getLogger("bentoml_ray")
+
+T = TypeVar("T")
+
+#: Pause before retry ``n`` is ``BACKOFF_S * 2 ** (n - 1)``, capped at ``MAX_BACKOFF_S``.
+BACKOFF_S = 0.05
+MAX_BACKOFF_S = 1.0
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """A runner's or dependency's deployment handle, with its retry budget.
+
+    Bound into the caller's deployment in place of the bare handle (Ray swaps the bound
+    application inside it for a ``DeploymentHandle``, wherever it sits in the arguments).
+    """
+
+    handle: DeploymentHandle[Any]
+    max_retries: int = MAX_RETRIES
+
+
+def replica_died(exc: BaseException) -> bool:
+    """Whether ``exc`` means the callee's replica died, rather than the call itself failing.
+
+    ``RayTaskError`` is excluded although Ray makes its wrapper of an ``ActorDiedError``
+    an instance of it: that is the callee reporting that *its* callee died (after its own
+    retries), and the callee itself is healthy.
+    """
+    return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
+
+
+async def await_response(response: DeploymentResponse[T]) -> T:
+    """The call's result; if the caller is cancelled (a timeout, a client gone), so is the call.
+
+    Ray cancels a call it has not yet sent to a replica, but not one a replica is running
+    when only the task awaiting it is cancelled: a timed-out call would keep its replica
+    busy. ``response.cancel()`` stops it there too.
+    """
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()  # type: ignore[no-untyped-call]
+        raise
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
+
+
+def _log_retry(what: str, exc: BaseException, attempt: int, max_retries: int) -> None:
+    logger.warning(
+        "Call to %s failed because its replica died (%s); retry %d of %d on another replica.",
+        what,
+        type(exc).__name__,
+        attempt,
+        max_retries,
+    )
+
+
+async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, what: str) -> T:
+    """``await send()``, sending again up to ``max_retries`` times if the replica died."""
+    attempt = 0
+    while True:
+        try:
+            return await send()
+        except Exception as exc:
+            if attempt >= max_retries or not replica_died(exc):
+                raise
+            attempt += 1
+            _log_retry(what, exc, attempt, max_retries)
+            await asyncio.sleep(_backoff(attempt))
+
+
+async def stream_with_retries(
+    open_stream: Callable[[], AsyncIterator[T]], max_retries: int, what: str
+) -> AsyncIterator[T]:
+    """Yield ``open_stream()``'s chunks; reopen it if the replica died before the first one.
+
+    Once a chunk reached the caller, a retry would repeat it, so a death after that is
+    the caller's error.
+    """
+    attempt = 0
+    while True:
+        delivered = False
+        try:
+            async for chunk in open_stream():
+                delivered = True
+                yield chunk
+            return
+        except Exception as exc:
+            if delivered or attempt >= max_retries or not replica_died(exc):
+                raise
+            attempt += 1
+            _log_retry(what, exc, attempt, max_retries)
+            await asyncio.sleep(_backoff(attempt))
+
+
+def unwrap(exc: RayTaskError) -> BaseException:
+    """The exception the callee raised, rather than Ray's wrapper of it."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class RetryingCaller:
+    """Calls a runner's or dependency's deployment by method name, retried as above.
+
+    The deployment's ``call`` method returns a result and its ``stream`` method yields
+    chunks (``RunnerDeployment`` and the dependency services' deployments both have them);
+    ``what`` names the callee in the retry warnings.
+    """
+
+    def __init__(self, target: CallTarget, what: str) -> None:
+        self._handle = target.handle
+        self._stream_handle = target.handle.options(stream=True)
+        self._max_retries = target.max_retries
+        self._what = what
+
+    async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        async def send() -> Any:
+            response = cast("DeploymentResponse[Any]", self._handle.call.remote(name, args, kwargs))
+            return await await_response(response)
+
+        try:
+            return await call_with_retries(send, self._max_retries, self._what)
+        except RayTaskError as exc:  # unwrapped after the retries, which must see Ray's type
+            raise unwrap(exc) from None
+
+    async def stream(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        def open_stream() -> DeploymentResponseGenerator[Any]:
+            return cast(
+                "DeploymentResponseGenerator[Any]",
+                self._stream_handle.stream.remote(name, args, kwargs),
+            )
+
+        try:
+            async for chunk in stream_with_retries(open_stream, self._max_retries, self._what):
+                yield chunk
+        except RayTaskError as exc:
+            raise unwrap(exc) from None
+
+
+def bound_target(app: Application, max_retries: int) -> CallTarget:
+    """What to bind into the caller: ``app``, which Ray turns into its handle, and the budget."""
+    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries)

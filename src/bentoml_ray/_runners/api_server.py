@@ -1,0 +1,57 @@
+"""The ingress deployment of a runner-based Bento: HTTP APIs; runners over handles or embedded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+
+from .._bento.source import BentoSource
+from .._bentoml_internals import api_server_timeout
+from .._ingress.app import public_ingress
+from .._ray_compat import replica_built_ingress
+from .._replica.calls import CallTarget
+from .http_app import error_body, is_api_route, service_app
+from .local_runner import LocalRunnerHandle
+from .runner_handle import RayRunnerHandle
+from .service import load_service
+
+
+@replica_built_ingress
+class APIServerDeployment:
+    """Loads the service once per replica and points each of its runners at its deployment.
+
+    The replica builds its ASGI app once the constructor is done (``build_asgi_app``), and
+    Ray Serve runs its lifespan, so the service's startup hooks run before it takes traffic.
+    """
+
+    def __init__(
+        self,
+        source: BentoSource,
+        runners: dict[str, CallTarget],
+        embedded: dict[str, dict[str, dict[str, Any]]],
+        route_prefix: str,
+    ) -> None:
+        self.svc: Any = load_service(source)
+        self.route_prefix = route_prefix
+        for runner in self.svc.runners:
+            if runner.name in embedded:  # its model, and its batching, live in this replica
+                runner.init_client(LocalRunnerHandle, embedded[runner.name])
+            else:
+                runner.init_client(RayRunnerHandle, runners[runner.name])
+
+    def build_asgi_app(self) -> Starlette:
+        return runner_ingress(self.svc, self.route_prefix)
+
+
+def runner_ingress(svc: Any, route_prefix: str) -> Starlette:
+    """The public ingress of a loaded runner-based service (its runners' clients set)."""
+    return public_ingress(
+        service_app(svc),
+        route_prefix=route_prefix,
+        # ``bentoml serve`` bounds each request by ``api_server.traffic.timeout``.
+        timeout=api_server_timeout(),
+        error_body=error_body,
+        is_api=is_api_route,
+        direct=not svc.middlewares,
+    )

@@ -1,0 +1,39 @@
+"""The deployment that hosts one BentoML runner.
+
+Each replica loads the service once, at start, and runs the runner's model in-process
+through a ``LocalRunnerHandle`` (its model is loaded then, not per request; batched
+methods go through ``serve.batch``). Calls arrive from the API server over a
+``DeploymentHandle`` as ``call(method, args, kwargs)`` or ``stream(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from .._bento.source import BentoSource
+from .._replica.calls import CallTarget
+from .local_runner import LocalRunnerHandle
+from .service import load_service
+
+
+class RunnerDeployment:
+    def __init__(
+        self,
+        source: BentoSource,
+        calls: dict[str, CallTarget],  # a runner calls no other deployment: empty
+        runner_name: str,
+        batching: dict[str, dict[str, Any]],
+    ) -> None:
+        svc = load_service(source)
+        self.runner = next(r for r in svc.runners if r.name == runner_name)
+        self.runner.init_client(LocalRunnerHandle, batching)
+
+    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await getattr(self.runner, method).async_run(*args, **kwargs)
+
+    async def stream(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        async for chunk in getattr(self.runner, method).async_stream(*args, **kwargs):
+            yield chunk

@@ -1,0 +1,141 @@
+"""The deployments that host a 1.2+ service: the root (the HTTP ingress), or a dependency.
+
+Each replica loads the Bento's root service, picks its own service from the graph, fills
+its ``bentoml.depends(...)`` attributes with ``ServiceProxy`` objects over Ray handles
+before the service is instantiated, and runs it in BentoML's own app for it
+(``app_factory``). The root's app is the Ray ingress, behind the public ingress
+(``_ingress.app``). A dependency's app is never exposed; its APIs are reached over
+handles, through ``call`` and ``stream``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.applications import Starlette
+
+from .._bento.source import BentoSource
+from .._bentoml_internals import (
+    deployment_hooks,
+    prepare_task_store,
+    resolve_dependency,
+)
+from .._ingress.app import public_ingress
+from .._ray_compat import replica_built_ingress
+from .._replica.calls import CallTarget
+from .app_factory import RayServiceAppFactory
+from .proxy import ServiceProxy
+
+
+class ServiceHost:
+    """One replica of one 1.2+ service: the service loaded, its dependencies on handles.
+
+    ``dependencies`` maps each internal dependency to its deployment's handle (wrapped
+    with its retry budget).
+    """
+
+    def __init__(
+        self,
+        source: BentoSource,
+        dependencies: dict[str, CallTarget],
+        service_name: str,
+        batching: dict[str, dict[str, Any]],
+        is_root: bool,
+    ) -> None:
+        root = source.load()
+        service = root if root.name == service_name else root.find_dependent_by_name(service_name)
+        for dependency in service.dependencies.values():
+            # External dependencies (url=..., deployment=...) keep BentoML's HTTP client.
+            external = dependency.url or dependency.deployment
+            if dependency.on is not None and not external and dependency.on.name in dependencies:
+                target = dependencies[dependency.on.name]
+                resolve_dependency(dependency, ServiceProxy(dependency.on, target))
+        # ``bentoml serve`` runs these once, before its workers start; on Ray each replica
+        # may be on another node, so each runs them before loading the service.
+        for hook in deployment_hooks(service):
+            hook()
+        if service.needs_task_db():
+            prepare_task_store()
+        service.inject_config()
+        self.factory = RayServiceAppFactory(service, is_main=is_root, batching=batching)
+
+    async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await self.factory.call_api(name, args, kwargs)
+
+    async def stream(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        async for chunk in self.factory.stream_api(name, args, kwargs):
+            yield chunk
+
+
+@replica_built_ingress
+class RootServiceDeployment(ServiceHost):
+    """The root service: BentoML's app for it is the application's HTTP ingress.
+
+    The replica builds its ASGI app once the constructor is done, and Ray Serve runs the
+    app's lifespan, in which BentoML instantiates the service and runs its startup hooks:
+    the replica takes traffic only once that is done.
+    """
+
+    def __init__(
+        self,
+        source: BentoSource,
+        dependencies: dict[str, CallTarget],
+        service_name: str,
+        batching: dict[str, dict[str, Any]],
+        route_prefix: str,
+    ) -> None:
+        super().__init__(source, dependencies, service_name, batching, is_root=True)
+        self.route_prefix = route_prefix
+
+    def build_asgi_app(self) -> Starlette:
+        return service_ingress(self.factory, self.route_prefix)
+
+
+def service_ingress(factory: RayServiceAppFactory, route_prefix: str) -> Starlette:
+    """The public ingress of a root service's app (BentoML's, as ``factory`` makes it)."""
+    return public_ingress(
+        factory(),
+        route_prefix=route_prefix,
+        timeout=factory.timeout,  # the service's ``traffic.timeout``
+        error_body=_bentoml_error,
+        is_api=factory.is_api_route,
+        direct=factory.only_request_context,
+        request_context=factory.service.context.in_request,
+    )
+
+
+class DependencyServiceDeployment(ServiceHost):
+    """A service that others depend on, reached only over handles.
+
+    Ray Serve allows one ASGI ingress per application, so a dependency runs its BentoML
+    app's lifespan itself: the constructor (async, which Ray Serve awaits) returns once the
+    service is instantiated and its startup hooks ran, so no call reaches it earlier.
+    """
+
+    async def __init__(  # type: ignore[misc]
+        self,
+        source: BentoSource,
+        dependencies: dict[str, CallTarget],
+        service_name: str,
+        batching: dict[str, dict[str, Any]],
+    ) -> None:
+        super().__init__(source, dependencies, service_name, batching, is_root=False)
+        app = self.factory()
+        self._lifespan = contextlib.AsyncExitStack()
+        await self._lifespan.enter_async_context(app.router.lifespan_context(app))
+
+    async def __del__(self) -> None:
+        # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.
+        # (No stack if the constructor failed before entering the lifespan.)
+        lifespan = getattr(self, "_lifespan", None)
+        if lifespan is not None:
+            await lifespan.aclose()
+
+
+def _bentoml_error(message: str) -> Any:
+    """The body shape a 1.2+ BentoML service answers errors with."""
+    return {"error": message}

