@@ -91,7 +91,7 @@ def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: s
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT / "benchmarks",
-        )  # fmt: skip
+        )
         for targets in INSTRUCTION_TARGETS
     }
     for targets, child in children.items():
