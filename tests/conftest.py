@@ -9,6 +9,7 @@ under its own name and deletes them when done.
 from __future__ import annotations
 
 import os
+import pathlib
 import secrets
 import shutil
 import tempfile
@@ -45,10 +46,16 @@ from _support import (  # noqa: E402
 RAY_FIXTURES = frozenset({"serve_url", "ray_cluster"})
 
 
+#: Tests that need no Ray: a test here that would start it is refused at collection.
+UNIT_TESTS = pathlib.Path(__file__).parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if RAY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ray)
+        if item.get_closest_marker("ray") and UNIT_TESTS in item.path.parents:
+            raise pytest.UsageError(f"{item.nodeid} starts Ray: it belongs in tests/integration/")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

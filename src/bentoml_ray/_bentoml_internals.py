@@ -5,7 +5,7 @@ serving a legacy service's IO descriptors outside its own server, hosting a 1.2+
 HTTP app, or pointing a ``bentoml.depends`` at something other than HTTP, so these few
 names come from ``bentoml._internal``, ``_bentoml_sdk`` and ``_bentoml_impl``. Keeping
 them here means a BentoML release that moves one breaks exactly one import, with a message
-that says so, and ``tests/test_bentoml_internals.py`` fails loudly on it before a user does.
+that says so, and ``tests/unit/test_bentoml_internals.py`` fails loudly on it before a user does.
 """
 
 from __future__ import annotations

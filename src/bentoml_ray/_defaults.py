@@ -36,10 +36,10 @@ DEPENDENCY_TIMEOUT_S = 60.0
 #: How long a 1.2+ API's batch waits to fill: not at all. Ray's wait is fixed and paid by
 #: every request at light load (two batched hops at Ray's 10 ms cut the composed example's
 #: requests/s at one connection by two thirds); a batch takes what queued while the
-#: previous one ran (``_service_config.api_methods``).
+#: previous one ran (``_services.service_options.api_methods``).
 SERVICE_BATCH_WAIT_S = 0.0
 
 #: Model calls of a runner shorter than this (its thread's CPU time) run inline on the
 #: replica's event loop: the hop to a worker thread costs about this much on a busy
-#: 2-core machine (``_call_placement``).
+#: 2-core machine (``_runners.call_placement``).
 INLINE_BELOW_S = 0.001

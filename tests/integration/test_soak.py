@@ -2,7 +2,7 @@
 
 wrk (a separate process, as in benchmarks/) loads the example for a warm-up, then for
 ``SOAK_S`` seconds: 20 in the suite, to keep it under 15 minutes; the soak of record is
-``BENTOML_RAY_SOAK_S=60 pytest tests/test_soak.py -s`` (figures in RELIABILITY.md). The
+``BENTOML_RAY_SOAK_S=60 pytest tests/integration/test_soak.py -s`` (figures in RELIABILITY.md). The
 replicas' resident memory after the warm-up is compared with the end of the run: it must
 grow by less than 10 % (leaked requests, responses or handles would add up over
 ~10^4-10^5 requests). The figures are printed; run with ``-s`` to see them.

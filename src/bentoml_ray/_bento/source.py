@@ -5,7 +5,7 @@ like ``iris_classifier:latest`` becomes the exact version found in the store, so
 replica, including one started hours later by the autoscaler, runs the same Bento even if
 a newer one is built meanwhile. A service object that did not come from a Bento is
 re-imported from its module in each replica, as ``bentoml serve`` does in development.
-How the Bento reaches replicas on other nodes is ``_bento_shipping``'s part.
+How the Bento reaches replicas on other nodes is ``shipping``'s part.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class BentoSource:
     depot_node: str | None = None
     #: Where every node fetches the Bento from, instead of shipping it.
     bento_uri: str | None = None
-    #: runtime_env fields every deployment of this Bento gets (see ``_runtime_env``).
+    #: runtime_env fields every deployment of this Bento gets (see ``runtime_env``).
     runtime_env: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -4,7 +4,7 @@ BentoML lets a runner's transport be swapped (``Runner.init_client(handle_class,
 this is the transport that turns ``runner.predict.async_run(x)`` in the user's API function
 into one ``DeploymentHandle`` call to the runner's deployment: Ray carries the arguments in
 its object store, no HTTP and no BentoML payload encoding inside the cluster. A call whose
-runner replica dies is sent again to another replica (``_replica_retry``).
+runner replica dies is sent again to another replica (``_replica.calls``).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
             resp.headers["Server"] = self._server_header
 
     async def _to_thread(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Where BentoML runs sync API functions: on threads that stay (``_worker_threads``)."""
+        """Where BentoML runs sync API functions: on threads that stay (``WorkerThreads``)."""
         return await self._threads.run(func, *args, **kwargs)
 
     def _batch_function(
@@ -137,7 +137,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
             batch, offsets = merge_values([value for value, _ in calls], in_dim)
             result = await self._run_api(name, (batch,), first_kwargs)
             # As BentoML's own app cuts a 1.2+ API's result: whole, along ``out_dim``. (A
-            # runner's tuple result is cut item by item: ``_batching.split_result``.)
+            # runner's tuple result is cut item by item: ``_replica.batch_merge.split_result``.)
             return list(AutoContainer.batch_to_batches(result, offsets, out_dim))
 
         return run_batch

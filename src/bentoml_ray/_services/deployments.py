@@ -33,7 +33,8 @@ class ServiceHost:
     """One replica of one 1.2+ service: the service loaded, its dependencies on handles.
 
     ``dependencies`` maps each internal dependency to its deployment's handle (wrapped
-    with its retry budget).
+    with its retry budget). ``route_prefix`` is where the root's HTTP app is served; a
+    dependency, never served over HTTP, has none.
     """
 
     def __init__(
@@ -42,8 +43,9 @@ class ServiceHost:
         dependencies: dict[str, CallTarget],
         service_name: str,
         batching: dict[str, dict[str, Any]],
-        is_root: bool,
+        route_prefix: str | None = None,
     ) -> None:
+        self.route_prefix = route_prefix
         root = source.load()
         service = root if root.name == service_name else root.find_dependent_by_name(service_name)
         for dependency in service.dependencies.values():
@@ -59,7 +61,9 @@ class ServiceHost:
         if service.needs_task_db():
             prepare_task_store()
         service.inject_config()
-        self.factory = RayServiceAppFactory(service, is_main=is_root, batching=batching)
+        self.factory = RayServiceAppFactory(
+            service, is_main=route_prefix is not None, batching=batching
+        )
 
     async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return await self.factory.call_api(name, args, kwargs)
@@ -80,19 +84,8 @@ class RootServiceDeployment(ServiceHost):
     the replica takes traffic only once that is done.
     """
 
-    def __init__(
-        self,
-        source: BentoSource,
-        dependencies: dict[str, CallTarget],
-        service_name: str,
-        batching: dict[str, dict[str, Any]],
-        route_prefix: str,
-    ) -> None:
-        super().__init__(source, dependencies, service_name, batching, is_root=True)
-        self.route_prefix = route_prefix
-
     def build_asgi_app(self) -> Starlette:
-        return service_ingress(self.factory, self.route_prefix)
+        return service_ingress(self.factory, self.route_prefix or "/")
 
 
 def service_ingress(factory: RayServiceAppFactory, route_prefix: str) -> Starlette:
@@ -123,7 +116,7 @@ class DependencyServiceDeployment(ServiceHost):
         service_name: str,
         batching: dict[str, dict[str, Any]],
     ) -> None:
-        super().__init__(source, dependencies, service_name, batching, is_root=False)
+        super().__init__(source, dependencies, service_name, batching)
         app = self.factory()
         self._lifespan = contextlib.AsyncExitStack()
         await self._lifespan.enter_async_context(app.router.lifespan_context(app))

@@ -10,7 +10,7 @@ with the same calling conventions, so the user's code runs unchanged:
 - ``dep.to_sync.api(...)``: always blocking (or an iterator).
 
 A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does, retries
-included: a call whose replica dies is sent again to another replica (``_replica_retry``).
+included: a call whose replica dies is sent again to another replica (``_replica.calls``).
 A proxy is made in the replica's constructor, on its event loop (blocking calls go through it).
 """
 
