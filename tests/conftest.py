@@ -12,6 +12,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,12 @@ from typing import Any
 _STORE = tempfile.mkdtemp(prefix="bentoml-ray-tests-")
 os.environ["BENTOML_HOME"] = _STORE
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# Started in the background (``cmd &``, as CI may), a process ignores SIGINT, and the
+# processes the tests start inherit that: ``ray start --block`` nodes and the CLI then
+# shrugged off the SIGINT that stops them in 2 s, and each waited out its 45 s grace.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # BentoML installs its own warning filter at import; importing it here, before pytest's
 # per-test filters apply, lets pyproject's filterwarnings quiet its deprecation notes.
