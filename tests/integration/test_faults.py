@@ -5,7 +5,7 @@ a dependency call), so when a test ``ray.kill``s a replica (no graceful shutdown
 crash) calls are surely running in it.
 
 - A runner or dependency-service replica: its running calls fail with ``ActorDiedError``
-  in the caller, which sends them again to the other replica (``_replica_retry``): no
+  in the caller, which sends them again to the other replica (``_replica.calls``): no
   client sees an error, for plain and streaming calls. With ``max_retries: 0`` they do.
 - An ingress (API-server / root service) replica: Ray's proxy routes new requests around
   it, but the requests it was running are lost with it (a 500 from the proxy): that hop

@@ -16,7 +16,13 @@ from ray.serve import Application
 
 import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
-from bentoml_ray._replica.calls import call_with_retries, replica_died, stream_with_retries
+from bentoml_ray._replica.calls import (
+    CallTarget,
+    RetryingCaller,
+    call_with_retries,
+    replica_died,
+    stream_with_retries,
+)
 
 
 @pytest.mark.parametrize("value", [-1, 11, 1.5, "3", True])
@@ -96,3 +102,47 @@ def test_a_stream_is_retried_only_before_its_first_chunk() -> None:
     with pytest.raises(ActorDiedError):
         asyncio.run(collect(1))  # chunk 0 was delivered: not repeated, not retried
     assert len(opened) == 1
+
+
+class _FailingHandle:
+    """A stand-in DeploymentHandle whose callee raised ``error``, as Ray reports it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.wrapped = RayTaskError("call", "traceback", error).as_instanceof_cause()
+        self.call = self.stream = self
+
+    def options(self, **_: Any) -> _FailingHandle:
+        return self
+
+    def remote(self, *_: Any) -> Any:
+        wrapped = self.wrapped
+
+        class Response:
+            def __await__(self) -> Any:
+                raise wrapped
+                yield
+
+            def __aiter__(self) -> Response:
+                return self
+
+            async def __anext__(self) -> Any:
+                raise wrapped
+
+        return Response()
+
+
+def test_a_callee_s_own_exception_reaches_the_caller_unwrapped() -> None:
+    """For runner calls and dependency calls alike: ``RetryingCaller`` serves both."""
+    error = ValueError("bad input")
+    caller = RetryingCaller(CallTarget(_FailingHandle(error), 3), "runner 'r'")  # type: ignore[arg-type]
+
+    async def call() -> Any:
+        return await caller.call("predict", (), {})
+
+    async def stream() -> list[Any]:
+        return [chunk async for chunk in caller.stream("predict", (), {})]
+
+    for run in (call, stream):
+        with pytest.raises(ValueError) as raised:
+            asyncio.run(run())
+        assert raised.value is error and not isinstance(raised.value, RayTaskError)

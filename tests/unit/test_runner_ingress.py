@@ -39,7 +39,7 @@ def _service(*, with_middleware: bool = False) -> Any:
         return rows * 2
 
     @svc.api(input=Text(), output=Text(), route="/metrics")
-    def shadowed(text: str) -> str:  # the ingress's /metrics answers first
+    def shadowed(text: str) -> str:  # GET is the ingress's /metrics; a POST gets this API
         return text
 
     @svc.api(input=JSON(), output=JSON(), route="v1/echo")
@@ -85,7 +85,7 @@ def _gate(app: Starlette) -> PublicGate:
 
 
 def _goes_direct(gate: PublicGate, scope: dict[str, Any]) -> bool:
-    return not any(guard.acts_on(scope) for guard in gate.guards) and bool(gate.api_route(scope))
+    return gate.direct_route(scope) is not None
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,9 @@ def test_only_unambiguous_api_paths_skip_the_router() -> None:
     assert set(gate.direct) == {"/double", "/v1/echo", "/metrics", "/stuck"}
     prefixed = _gate(runner_ingress(_service(), "/iris"))
     assert set(prefixed.direct) == {"/iris/double", "/iris/v1/echo", "/iris/metrics", "/iris/stuck"}
-    # The API at /metrics is never reached directly: the metrics guard acts on its path.
-    assert not _goes_direct(gate, _scope("/metrics", content_length="4"))
+    # The API at /metrics takes its POSTs directly; a GET is the metrics guard's.
+    assert _goes_direct(gate, _scope("/metrics", content_length="4"))
+    assert not _goes_direct(gate, _scope("/metrics", method="GET", content_length="0"))
 
 
 def test_direct_api_routes_go_first_and_the_router_picks_as_before() -> None:
@@ -145,7 +146,7 @@ def test_a_service_with_its_own_middleware_has_every_request_routed() -> None:
         ("/v1/echo", b'{"a": 1}', "application/json"),
         ("/items/latest", b"{}", "application/json"),  # the route with a parameter answers
         ("/stuck", b"{}", "application/json"),  # 504, though the API raised when cancelled
-        ("/metrics", b"text", "text/plain"),  # the ingress's /metrics, GET only: 405
+        ("/metrics", b"text", "text/plain"),  # the API declared at /metrics, past the GET
     ],
 )
 def test_both_ways_answer_alike(
@@ -163,6 +164,9 @@ def test_what_each_way_answers(client: TestClient) -> None:
     assert client.post("/double", json=[[1, 2]]).json() == [[2, 4]]
     assert client.post("/v1/echo", json={"a": 1}).json() == {"a": 1}
     assert client.post("/items/latest", json={}).json() == {"item": "latest"}
+    text = {"content-type": "text/plain"}
+    assert client.post("/metrics", content=b"hi", headers=text).text == "hi"
+    assert "process_" in client.get("/metrics").text  # the replica's registry
     timed_out = client.post("/stuck", json={})
     assert timed_out.status_code == 504, timed_out.text
     assert client.get("/double").status_code == 405  # a method the API does not take
@@ -192,7 +196,7 @@ def test_which_requests_go_straight_to_their_endpoint() -> None:
         _scope(content_length="8", content_type="application/vnd.bentoml+pickle"),  # 415
         _scope(content_length="8", transfer_encoding="chunked"),  # counted as it streams
         _scope(method="GET", content_length="0"),  # 405
-        _scope("/metrics", content_length="8"),  # the ingress's /metrics
+        _scope("/metrics", method="GET", content_length="0"),  # the ingress's /metrics
         _scope("/double/", content_length="8"),  # Starlette's redirect
     ):
         assert not _goes_direct(gate, refused), refused
@@ -208,7 +212,8 @@ def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(prefix: str) -> N
         route = request.scope.get("route")
         return {
             "path_params": request.path_params,
-            "app": type(request.app).__name__,
+            "app_has_the_api": any(r.name == "scope_keys" for r in request.app.routes),
+            "router_is_the_service_apps": request.scope.get("router") is request.app.router,
             "route": getattr(route, "path", None),
             "root_path": request.scope.get("root_path"),
             "app_root_path": request.scope.get("app_root_path"),
@@ -221,4 +226,25 @@ def test_an_endpoint_can_read_what_starlette_puts_in_the_scope(prefix: str) -> N
         routed = own_client.post(path, content=_chunked(b"{}"))
     assert direct.status_code == 200, direct.text
     assert direct.json() == routed.json()
-    assert direct.json()["route"] == "/scope" and direct.json()["app"] == "Starlette"
+    assert direct.json()["route"] == "/scope" and direct.json()["app_has_the_api"]
+    # The router is the ingress's, the outermost, as Starlette's routing leaves it.
+    assert direct.json()["router_is_the_service_apps"] is False
+
+
+def test_the_services_own_middlewares_see_its_lifespan() -> None:
+    """The mounted service app's lifespan runs through its middlewares, as when it is the app."""
+    svc = _service()
+    seen: list[str] = []
+
+    class Watch:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope["type"])
+            await self.app(scope, receive, send)
+
+    svc.add_asgi_middleware(Watch)
+    with TestClient(runner_ingress(svc, "/iris")) as own_client:
+        assert own_client.get("/iris/readyz").status_code == 200  # the startup hooks ran
+    assert seen == ["lifespan", "http"]

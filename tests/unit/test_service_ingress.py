@@ -134,6 +134,7 @@ def test_ray_does_the_concurrency_limit_metrics_access_log_and_untraced_spans() 
 def test_tracing_stays_when_it_has_an_exporter(traced: None) -> None:
     factory = _factory()
     assert OpenTelemetryMiddleware in _middleware_classes(factory)
+    assert not factory.only_request_context  # tracing must see every request
     with TestClient(factory()) as client:
         response = client.post("/echo", json={"text": "hi"})
     assert response.status_code == 200 and response.text == "hi"
@@ -221,6 +222,7 @@ def test_the_public_app_is_starlette_with_the_guards_in_front(
     ]  # fmt: skip
     assert [m.cls for m in gate.service.user_middleware] == [ContextMiddleware]
     base = prefix.rstrip("/")
+    assert {f"{base}/echo", f"{base}/scale", f"{base}/v1/whoami"} <= set(gate.direct)
 
     def chunks() -> Iterator[bytes]:
         yield b'{"text": "'

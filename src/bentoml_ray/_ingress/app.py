@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Mount
 from .body_limit import LimitRequestBody, max_body_size
 from .gate import PublicGate, RequestContext, direct_routes, routes_direct_first
 from .guard import ErrorBody, Guard
+from .lifespan import asgi_lifespan
 from .media_types import RefuseInternalMediaTypes
 from .metrics import ReplicaMetrics
 from .timeout import RequestTimeout
@@ -51,7 +52,8 @@ def public_ingress(
     ``is_api`` tells the service's API routes from its other routes; ``direct`` says
     whether they may skip ``service_app`` (only when nothing in it must see every API
     request: no middleware of the service's own). Before it first runs, ``service_app``'s
-    direct routes are moved to the front of its routes (``routes_direct_first``).
+    unambiguous API routes are moved to the front of its routes (``routes_direct_first``),
+    where Ray Serve finds each request's route name sooner.
     """
     prefix = route_prefix.rstrip("/")
     guards: list[Guard] = [
@@ -60,13 +62,14 @@ def public_ingress(
         ReplicaMetrics(f"{prefix}/metrics"),
     ]
     routes = service_app.router.routes
-    fast = direct_routes(routes, is_api, prefix) if direct else {}
-    routes[:] = routes_direct_first(routes, fast)
+    unambiguous = direct_routes(routes, is_api, prefix)
+    routes[:] = routes_direct_first(routes, unambiguous)  # found first by Ray, either way
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        # The service's own lifespan: a mounted app's does not run by itself.
-        async with service_app.router.lifespan_context(service_app):
+        # A mounted app's lifespan does not run by itself: the service's, run through its
+        # own middlewares, as when it is the app.
+        async with asgi_lifespan(service_app):
             yield
 
     gate = Middleware(
@@ -74,7 +77,7 @@ def public_ingress(
         guards=guards,
         service=service_app,
         prefix=prefix,
-        direct=fast,
+        direct=unambiguous if direct else {},
         request_context=request_context,
     )
     return Starlette(

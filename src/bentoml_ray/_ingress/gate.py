@@ -5,9 +5,9 @@ endpoint runs. For a small model that was a tenth of the replica's work per requ
 counted in CPU instructions: 1.46 million per request against 1.18 million for a
 hand-written Starlette deployment of the same model). So when the service has no
 middleware of its own, an API request that no guard acts on (one of the APIs' paths and
-methods, a body of declared length within the size limit, not one of BentoML's internal
-media types) goes from here directly to its endpoint. Both ways answer alike; the
-conformance tests run against both.
+methods, not one of BentoML's internal media types, and, while there is a size limit, a
+body of declared length within it) goes from here directly to its endpoint. Both ways
+answer alike; the conformance tests run against both.
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ class PublicGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        acting = [guard for guard in self.guards if guard.acts_on(scope)]
-        if acting:
-            await self._through(acting, scope, receive, send)
-            return
-        route = self.api_route(scope)
+        route = self.direct_route(scope)
         if route is None:
-            await self.app(scope, receive, send)
+            acting = [guard for guard in self.guards if guard.acts_on(scope)]
+            if acting:
+                await self._through(acting, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         # What the mount and the service's app put in the scope, for code that reads them.
         root_path = scope.get("root_path", "")
@@ -84,10 +84,13 @@ class PublicGate:
             response = await route.endpoint(Request(scope, receive, send))
             await response(scope, receive, send)
 
-    def api_route(self, scope: Scope) -> Route | None:
-        """The direct API route of the request's path and method, if there is one."""
+    def direct_route(self, scope: Scope) -> Route | None:
+        """The API route an HTTP request goes straight to: its path's and method's, if no
+        guard acts on the request."""
         route = self.direct.get(route_path(scope))
         if route is None or scope["method"] not in (route.methods or ()):
+            return None
+        if any(guard.acts_on(scope) for guard in self.guards):
             return None
         return route
 

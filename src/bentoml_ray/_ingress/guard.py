@@ -28,14 +28,6 @@ class Guard(Protocol):
         ...
 
 
-def header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of the raw header ``name`` (lower case), or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
-
-
 def route_path(scope: Scope) -> str:
     """The path below the app's mount point, as Starlette's router matches it."""
     path: str = scope["path"]

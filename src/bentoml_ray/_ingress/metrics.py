@@ -13,7 +13,7 @@ request metrics are at Ray's metrics export port.
 from __future__ import annotations
 
 import prometheus_client
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .guard import route_path
@@ -22,25 +22,18 @@ from .guard import route_path
 class ReplicaMetrics:
     """Guard: answers ``GET``/``HEAD`` at ``path`` with the replica's registry.
 
-    Other methods get the 405 that ``bentoml serve``'s own ``GET`` route gives them: the
-    path is the metrics', ahead of any API a service declares there.
+    Other methods go on to the service, as past ``bentoml serve``'s own ``GET`` route:
+    an API the service declares at the same path takes them.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def acts_on(self, scope: Scope) -> bool:
-        return route_path(scope) == self.path
+        return scope["method"] in ("GET", "HEAD") and route_path(scope) == self.path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        response: Response
-        if scope["method"] in ("GET", "HEAD"):
-            response = Response(
-                prometheus_client.generate_latest(),
-                media_type=prometheus_client.CONTENT_TYPE_LATEST,
-            )
-        else:
-            response = PlainTextResponse(
-                "Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD"}
-            )
+        response = Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
         await response(scope, receive, send)

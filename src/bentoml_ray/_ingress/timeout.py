@@ -2,8 +2,9 @@
 
 ``bentoml serve`` bounds every request until its response starts: a legacy service's by
 ``api_server.traffic.timeout`` (BentoML's configuration, 60 s by default), a 1.2+ service's
-by its ``traffic.timeout``. On Ray the same bounds apply, from the same settings (the 1.2+
-root app puts this in place of BentoML's own timeout middleware): when one passes, the
+by its ``traffic.timeout``. On Ray the same bounds apply, from the same settings (the
+public ingress applies them for both kinds, in place of BentoML's own timeout
+middleware): when one passes, the
 request's task is cancelled, which cancels the API function and the call it awaits, and
 the client gets BentoML's own 504 answer.
 """
