@@ -127,7 +127,7 @@ def plan_application(tag: str, options: Mapping[str, Any] | None = None) -> Serv
             del checked["service_deployment_config"]
 
     local = {key: value for key, value in checked.items() if key not in _CLUSTER_SIDE_OPTIONS}
-    layout = plan_layout(exact, local)  # the Bento resolved, its service imported: once
+    layout = plan_layout(bento, local)  # the Bento resolved, its service imported: once
     return ServePlan(
         tag=exact,
         service_name=layout.service_name,
