@@ -2,7 +2,7 @@
 
 Each kind of Bento has a builder that checks the user's options against the loaded service
 and returns a ``Layout`` (``_runners.layout``, ``_services.layout``): the deployments it
-wants, each with its name, role, class, options, bind arguments, the deployments it calls
+wants, each with its name, class (its role), options, bind arguments, the deployments it calls
 and the retry budget of calls to it. ``Layout.bind`` turns that into the Ray Serve
 application; the Serve config export reads the same list (``configured_deployments``).
 Every deployment class takes ``(source, calls, *args)``: ``calls`` maps the name the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ray import serve
 from ray.serve import Application
@@ -24,18 +24,15 @@ from ._defaults import MAX_RETRIES
 from ._errors import InvalidDeploymentConfig
 from ._replica.calls import bound_target
 
-Role = Literal["api-server", "runner", "root-service", "dependency-service"]
-
 #: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.
 SCALING_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests")
 
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment of the application, before Ray sees it."""
+    """One deployment of the application, before Ray sees it; its class says its role."""
 
     name: str
-    role: Role
     #: How messages name it ("runner 'iris_clf'").
     what: str
     cls: type

@@ -85,6 +85,7 @@ def runner_layout(
     )
 
     specs: list[DeploymentSpec] = []
+    calls: dict[str, str] = {}  # runner -> its deployment's name
     embedded: dict[str, dict[str, dict[str, Any]]] = {}
     for runner in svc.runners:
         what = f"runner {runner.name!r}"
@@ -105,10 +106,12 @@ def runner_layout(
             "max_ongoing_requests",
             max(MAX_ONGOING_REQUESTS, plan.calls_to_fill(runner.name) or 0),
         )
+        calls[runner.name] = deployment_name(
+            options, runner_deployment_name(svc.name, runner.name), what
+        )
         specs.append(
             DeploymentSpec(
-                name=deployment_name(options, runner_deployment_name(svc.name, runner.name), what),
-                role="runner",
+                name=calls[runner.name],
                 what=what,
                 cls=RunnerDeployment,
                 options=options,
@@ -121,12 +124,11 @@ def runner_layout(
     specs.append(
         DeploymentSpec(
             name=api_name,
-            role="api-server",
             what=api_what,
             cls=APIServerDeployment,
             options=api_options,
             args=(embedded, route_prefix),
-            calls={spec.args[0]: spec.name for spec in specs},
+            calls=calls,
             configured=cast("Mapping[str, Any] | None", service_deployment_config),  # checked
         )
     )

@@ -109,7 +109,6 @@ def service_layout(
         batching = plan.options_for(name)
         specs[name] = DeploymentSpec(
             name=deployment_name(options, service_deployment_name(name), what),
-            role="root-service" if is_root else "dependency-service",
             what=what,
             cls=RootServiceDeployment if is_root else DependencyServiceDeployment,
             options=options,
