@@ -121,7 +121,9 @@ def _app(target: str) -> ASGIApp:
         source, root = resolve_target("review_scorer:latest")
         stand_in = CallTarget(PreprocessorStandIn())  # type: ignore[arg-type]
         # What the root replica builds, batching off: ``serve.batch`` runs only in Ray.
-        host = ServiceHost(source, {"Preprocessor": stand_in}, root.name, {}, route_prefix="/")
+        host = ServiceHost(
+            source, {"Preprocessor": stand_in}, None, root.name, {}, route_prefix="/"
+        )
         return service_ingress(host.factory, "/")
 
     if target == "bentoml-ray own layer":

@@ -84,6 +84,7 @@ BENTO_SOURCES = {
     "slow_runner_bento": FIXTURES / "slow_runner",
     "fault_runner_bento": FIXTURES / "fault_runner",
     "fault_probe_bento": FIXTURES / "fault_probe",
+    "counted_bento": FIXTURES / "counted_service",
 }
 
 
@@ -154,6 +155,12 @@ def fault_runner_bento(bento_builds: dict[str, Future[str]]) -> str:
 def fault_probe_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/fault_probe: a composed 1.2+ Bento with a slow dependency, to kill."""
     return bento_builds["fault_probe_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def counted_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """tests/fixtures/counted_service: a metric made at import, tasks, a version."""
+    return bento_builds["counted_bento"].result()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from . import _bentoml_ray_alias
 from ._application import deployment
 from ._deploy.serve_config import application_builder
 from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
+from ._hub.deployment import hub_deployment_name
 from ._runners.layout import api_server_deployment_name, runner_deployment_name
 from ._services.layout import service_deployment_name
 
@@ -28,6 +29,7 @@ __all__ = [
     "api_server_deployment_name",
     "application_builder",
     "deployment",
+    "hub_deployment_name",
     "runner_deployment_name",
     "service_deployment_name",
 ]

@@ -21,6 +21,13 @@ import numpy as np
 try:
     from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
     from _bentoml_impl.tasks import Sqlite3Store
+    from _bentoml_impl.tasks.result import (
+        CompletedResultRow,
+        ResultRow,
+        ResultStatus,
+        ResultStore,
+    )
+    from _bentoml_impl.tasks.serde import JSONSerde
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.service.dependency import Dependency
     from bentoml._internal.io_descriptors.json import JSON
@@ -101,6 +108,33 @@ def tracing_exporter_type() -> str | None:
     return None if exporter is None else str(exporter)
 
 
+def cors_options() -> dict[str, Any] | None:
+    """Starlette ``CORSMiddleware`` options from BentoML's ``http.cors`` configuration.
+
+    None unless CORS is enabled there (``BENTOML_CONFIG`` / ``BENTOML_CONFIG_OPTIONS`` in
+    the API server's environment), as ``bentoml serve`` reads it for runner-based services.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    if not BentoMLContainer.http.cors.enabled.get():
+        return None
+    options: dict[str, Any] = BentoMLContainer.access_control_options.get()
+    return options
+
+
+def request_metrics_config() -> tuple[bool, str, tuple[float, ...]]:
+    """Whether BentoML keeps request metrics, their namespace and duration buckets.
+
+    From ``api_server.metrics`` of BentoML's configuration, which a 1.2+ service's own
+    ``metrics={...}`` setting fills in (``inject_config``).
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    config = BentoMLContainer.api_server_config.metrics
+    buckets = tuple(BentoMLContainer.duration_buckets.get())
+    return bool(config.enabled.get()), str(config.namespace.get()), buckets
+
+
 def resolve_dependency(dependency: Dependency[Any], stand_in: object) -> None:
     """Make every instance's ``bentoml.depends`` attribute return ``stand_in``.
 
@@ -159,14 +193,19 @@ __all__ = [
     "STATIC_CONTENT_DIR",
     "AccessLogMiddleware",
     "AutoContainer",
+    "CompletedResultRow",
     "ContextMiddleware",
     "Dependency",
     "InferenceAPI",
+    "JSONSerde",
     "LegacyService",
     "LocalRunnerRef",
     "MaxConcurrencyMiddleware",
     "NewService",
     "NumpyNdarray",
+    "ResultRow",
+    "ResultStatus",
+    "ResultStore",
     "Runner",
     "RunnerHandle",
     "RunnerMethod",
@@ -176,11 +215,13 @@ __all__ = [
     "api_server_timeout",
     "bento_model_paths",
     "bentoml_home",
+    "cors_options",
     "deployment_hooks",
     "get_original_func",
     "is_async_callable",
     "numpy_dtype",
     "prepare_task_store",
+    "request_metrics_config",
     "resolve_dependency",
     "runnable_of",
     "service_instance",

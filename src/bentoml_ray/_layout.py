@@ -5,8 +5,10 @@ and returns a ``Layout`` (``_runners.layout``, ``_services.layout``): the deploy
 wants, each with its name, class (its role), options, bind arguments, the deployments it calls
 and the retry budget of calls to it. ``Layout.bind`` turns that into the Ray Serve
 application; the Serve config export reads the same list (``configured_deployments``).
-Every deployment class takes ``(source, calls, *args)``: ``calls`` maps the name the
-replica knows a callee by (a runner's or a service's) to its handle, with its budget.
+Every deployment class takes ``(source, calls, hub, *args)``: ``calls`` maps the name the
+replica knows a callee by (a runner's or a service's) to its handle, with its budget;
+``hub`` is the handle of the application's hub (``_hub``), one more deployment that
+every application has, named ``<service>.hub``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ._bento.runtime_env import merge_runtime_env
 from ._bento.source import BentoSource
 from ._defaults import MAX_RETRIES
 from ._errors import InvalidDeploymentConfig
+from ._hub.deployment import HUB_OPTIONS, HubDeployment, hub_deployment_name
 from ._replica.calls import bound_target
 
 #: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.
@@ -60,7 +63,7 @@ class Layout:
     specs: tuple[DeploymentSpec, ...]
 
     def __post_init__(self) -> None:
-        seen: dict[str, str] = {}
+        seen: dict[str, str] = {self.hub_name: "the application's hub"}
         for spec in self.specs:
             if spec.name in seen:
                 raise InvalidDeploymentConfig(
@@ -73,16 +76,27 @@ class Layout:
     def ingress(self) -> DeploymentSpec:
         return self.specs[-1]
 
+    @property
+    def hub_name(self) -> str:
+        return hub_deployment_name(self.service_name)
+
     def bind(self) -> Application:
-        """Declare every deployment with Ray (which checks its options) and bind the graph."""
+        """Declare every deployment with Ray (which checks its options) and bind the graph.
+
+        Every deployment is bound with the source, its callees' handles and the hub's
+        handle (``_hub``: the application's metrics and task results), then its own args.
+        """
         by_name = {spec.name: spec for spec in self.specs}
+        hub = bound_target(
+            serve.deployment(name=self.hub_name, **HUB_OPTIONS)(HubDeployment).bind(), MAX_RETRIES
+        )
         bound: dict[str, Application] = {}
         for spec in self.specs:
             calls = {
                 key: bound_target(bound[name], by_name[name].max_retries)
                 for key, name in spec.calls.items()
             }
-            bound[spec.name] = self._declare(spec).bind(self.source, calls, *spec.args)
+            bound[spec.name] = self._declare(spec).bind(self.source, calls, hub, *spec.args)
         return bound[self.ingress.name]
 
     def configured_deployments(self) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ def bentoml_serve_url(review_scorer_bento: str) -> Iterator[str]:
 @pytest.mark.compat
 def test_one_deployment_per_service(scorer_url: str) -> None:
     deployments = serve.status().applications["scorer"].deployments
-    assert set(deployments) == {"ReviewScorer", "Preprocessor"}
+    assert set(deployments) == {"ReviewScorer", "Preprocessor", "ReviewScorer.hub"}
 
 
 @pytest.mark.compat
@@ -178,7 +178,7 @@ def test_every_form_of_dependency_call(graph_url: str) -> None:
 
 def test_a_shared_dependency_is_deployed_once(graph_url: str) -> None:
     deployments = serve.status().applications["graph"].deployments
-    assert set(deployments) == {"Root", "Left", "Right", "Leaf"}
+    assert set(deployments) == {"Root", "Left", "Right", "Leaf", "Root.hub"}
     pids = httpx.post(f"{graph_url}/diamond", json={}, timeout=30).json()
     assert pids["left"] == pids["right"] == pids["root"], pids
 

@@ -44,8 +44,11 @@ def test_one_deployment_for_the_api_server_and_one_per_runner(iris_url: str) -> 
     assert set(deployments) == {
         bentoml_ray.api_server_deployment_name("iris_classifier"),
         bentoml_ray.runner_deployment_name("iris_classifier", "iris_clf"),
+        bentoml_ray.hub_deployment_name("iris_classifier"),
     }
-    assert set(deployments) == {"iris_classifier", "iris_classifier.runner.iris_clf"}
+    assert set(deployments) == {
+        "iris_classifier", "iris_classifier.runner.iris_clf", "iris_classifier.hub"
+    }  # fmt: skip
 
 
 def test_bentoml_ray_alias() -> None:

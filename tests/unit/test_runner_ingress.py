@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from bentoml_ray._ingress.body_limit import LimitRequestBody
 from bentoml_ray._ingress.gate import PublicGate
+from bentoml_ray._ingress.request_metrics import RequestMetrics
 from bentoml_ray._ingress.timeout import RequestTimeout
 from bentoml_ray._runners import api_server
 from bentoml_ray._runners.api_server import runner_ingress
@@ -80,8 +81,9 @@ def _service(*, with_middleware: bool = False) -> Any:
 
 def _gate(app: Starlette) -> PublicGate:
     """The ingress's PublicGate, as its middleware stack builds it."""
-    assert [m.cls for m in app.user_middleware] == [RequestTimeout, PublicGate]  # timed, first
-    return PublicGate(app.router, **app.user_middleware[1].kwargs)
+    # Counted, then timed, then gated.
+    assert [m.cls for m in app.user_middleware] == [RequestMetrics, RequestTimeout, PublicGate]
+    return PublicGate(app.router, **app.user_middleware[2].kwargs)
 
 
 def _goes_direct(gate: PublicGate, scope: dict[str, Any]) -> bool:

@@ -23,6 +23,7 @@ from bentoml.exceptions import NotFound
 
 from .._bentoml_internals import LegacyService, NewService, bentoml_home
 from .._errors import BentoNotFound, InvalidDeploymentConfig
+from .import_metrics import metrics_of_this_import
 from .runtime_env import bento_requirements, derived_runtime_env
 from .shipping import fetch_bento, fetch_shipped, package_for_shipping, start_depot
 
@@ -71,9 +72,11 @@ class BentoSource:
 
         ``reload`` matters when one process loads several Bentos whose service modules
         share a name (``service.py`` is the usual one): without it, Python's module cache
-        would hand back the first Bento's service.
+        would hand back the first Bento's service. Each load re-imports the service's
+        modules, so the metrics they make at import are made again (``import_metrics``).
         """
-        return bentoml.load(self.bento_folder(), working_dir=self.working_dir, reload=True)
+        with metrics_of_this_import():
+            return bentoml.load(self.bento_folder(), working_dir=self.working_dir, reload=True)
 
     def bento_folder(self) -> str:
         """This node's copy of the Bento (or the import string, which needs none)."""
@@ -172,8 +175,18 @@ def _source_from_uri(
 
 
 def bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
-    """The bentofile's ``envs`` that have a value (the others are the deployer's to give)."""
-    return {env.name: str(env.value) for env in bento.info.envs if env.value is not None}
+    """The bentofile's ``envs`` (but build-stage ones); one without a value takes the
+    driver's environment.
+
+    One that is unset there too is left for the deployer to give (a 1.2+ service's own
+    ``envs``, which the Bento's include, are checked service by service:
+    ``_services.service_options.service_env_vars``).
+    """
+    return {
+        env.name: str(env.value or os.environ[env.name])  # BentoML's "no value" is ""
+        for env in bento.info.envs
+        if getattr(env, "stage", "all") != "build" and (env.value or env.name in os.environ)
+    }
 
 
 def get_bento(tag: str | bentoml.Tag) -> bentoml.Bento:

@@ -2,6 +2,7 @@
 
 Outermost first, every request meets:
 
+0. ``RequestMetrics``: BentoML's request metrics, unless the service turns them off;
 1. ``RequestTimeout``: the service's traffic timeout, BentoML's 504 when it passes;
 2. ``PublicGate``: the guards, in this order (no pickle from clients, the body size cap,
    ``/metrics``), then, for an API request that no guard acts on, its endpoint directly
@@ -23,17 +24,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
+from .._replica.hub_link import HubLink
 from .body_limit import LimitRequestBody, max_body_size
 from .gate import PublicGate, RequestContext, direct_routes, routes_direct_first
 from .guard import ErrorBody, Guard
 from .lifespan import asgi_lifespan
 from .media_types import RefuseInternalMediaTypes
 from .metrics import ReplicaMetrics
+from .request_metrics import RequestMetrics, RequestMetricsSpec
 from .timeout import RequestTimeout
 
 
@@ -46,6 +50,8 @@ def public_ingress(
     is_api: Callable[[BaseRoute], bool],
     direct: bool,
     request_context: RequestContext | None = None,
+    metrics: RequestMetricsSpec | None = None,
+    hub: HubLink | None = None,
 ) -> Starlette:
     """``service_app`` behind the timeout and the guards, served at ``route_prefix``.
 
@@ -53,13 +59,15 @@ def public_ingress(
     whether they may skip ``service_app`` (only when nothing in it must see every API
     request: no middleware of the service's own). Before it first runs, ``service_app``'s
     unambiguous API routes are moved to the front of its routes (``routes_direct_first``),
-    where Ray Serve finds each request's route name sooner.
+    where Ray Serve finds each request's route name sooner. ``metrics`` names BentoML's
+    request metrics (None: not kept); ``hub`` is the replica's link to the application's
+    hub, through which ``/metrics`` answers for every replica (None: for this one).
     """
     prefix = route_prefix.rstrip("/")
     guards: list[Guard] = [
         RefuseInternalMediaTypes(error_body),
         LimitRequestBody(max_body_size(), error_body),
-        ReplicaMetrics(f"{prefix}/metrics"),
+        ReplicaMetrics(f"{prefix}/metrics", hub),
     ]
     routes = service_app.router.routes
     unambiguous = direct_routes(routes, is_api, prefix)
@@ -80,8 +88,12 @@ def public_ingress(
         direct=unambiguous if direct else {},
         request_context=request_context,
     )
+    middleware = [Middleware(RequestTimeout, timeout=timeout), gate]
+    if metrics is not None:
+        counted: Any = Middleware(RequestMetrics, spec=metrics, metrics_path=f"{prefix}/metrics")
+        middleware.insert(0, counted)
     return Starlette(
         routes=[Mount(prefix, app=service_app)],
-        middleware=[Middleware(RequestTimeout, timeout=timeout), gate],
+        middleware=middleware,
         lifespan=lifespan,
     )

@@ -9,8 +9,10 @@ from starlette.applications import Starlette
 from .._bento.source import BentoSource
 from .._bentoml_internals import api_server_timeout
 from .._ingress.app import public_ingress
+from .._ingress.request_metrics import request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
+from .._replica.hub_link import HubLink
 from .http_app import error_body, is_api_route, service_app
 from .local_runner import LocalRunnerHandle
 from .runner_handle import RayRunnerHandle
@@ -29,9 +31,11 @@ class APIServerDeployment:
         self,
         source: BentoSource,
         runners: dict[str, CallTarget],
+        hub: CallTarget,
         embedded: dict[str, dict[str, dict[str, Any]]],
         route_prefix: str,
     ) -> None:
+        self.hub = HubLink(hub)
         self.svc: Any = load_service(source)
         self.route_prefix = route_prefix
         for runner in self.svc.runners:
@@ -41,17 +45,21 @@ class APIServerDeployment:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 
     def build_asgi_app(self) -> Starlette:
-        return runner_ingress(self.svc, self.route_prefix)
+        return runner_ingress(self.svc, self.route_prefix, self.hub)
 
 
-def runner_ingress(svc: Any, route_prefix: str) -> Starlette:
+def runner_ingress(svc: Any, route_prefix: str, hub: HubLink | None = None) -> Starlette:
     """The public ingress of a loaded runner-based service (its runners' clients set)."""
+    app = service_app(svc)
+    tag = svc.tag
     return public_ingress(
-        service_app(svc),
+        app,
         route_prefix=route_prefix,
         # ``bentoml serve`` bounds each request by ``api_server.traffic.timeout``.
         timeout=api_server_timeout(),
         error_body=error_body,
         is_api=is_api_route,
-        direct=not svc.middlewares,
+        direct=not app.user_middleware,  # the service's middlewares, and CORS
+        metrics=request_metrics_spec(tag.name if tag else svc.name, tag.version if tag else None),
+        hub=hub,
     )

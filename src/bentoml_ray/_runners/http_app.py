@@ -2,8 +2,9 @@
 
 It serves what ``bentoml serve`` serves for the same Bento (each API at its route, decoded
 and encoded by the API's own IO descriptors, ``/docs.json``, Swagger UI at ``/``, the
-health probes, mounted ASGI apps and the service's middlewares), but without BentoML's
-per-request tracing and metrics middlewares: Ray Serve has its own. Where ``bentoml serve``
+health probes, mounted ASGI apps, the service's middlewares and CORS from BentoML's
+``http.cors`` configuration), but without BentoML's per-request tracing middleware, and
+with its request metrics kept by the public ingress. Where ``bentoml serve``
 answers a client's mistake with a 500 or a hang, this answers a 4xx that says what was
 wrong, in BentoML's own error format.
 """
@@ -22,6 +23,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -33,6 +35,7 @@ from .._bentoml_internals import (
     STATIC_CONTENT_DIR,
     InferenceAPI,
     NumpyNdarray,
+    cors_options,
     is_async_callable,
     numpy_dtype,
 )
@@ -226,6 +229,9 @@ def service_app(svc: Any) -> Starlette:
                 await _call_hook(hook)
 
     middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
+    cors = cors_options()
+    if cors is not None:  # after the service's own, as in ``bentoml serve``
+        middleware.append(Middleware(CORSMiddleware, **cors))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

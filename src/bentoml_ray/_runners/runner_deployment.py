@@ -13,6 +13,7 @@ from typing import Any
 
 from .._bento.source import BentoSource
 from .._replica.calls import CallTarget
+from .._replica.hub_link import HubLink
 from .local_runner import LocalRunnerHandle
 from .service import load_service
 
@@ -22,9 +23,11 @@ class RunnerDeployment:
         self,
         source: BentoSource,
         calls: dict[str, CallTarget],  # a runner calls no other deployment: empty
+        hub: CallTarget,
         runner_name: str,
         batching: dict[str, dict[str, Any]],
     ) -> None:
+        self.hub = HubLink(hub)  # the model's own metrics reach /metrics and Ray's
         svc = load_service(source)
         self.runner = next(r for r in svc.runners if r.name == runner_name)
         self.runner.init_client(LocalRunnerHandle, batching)

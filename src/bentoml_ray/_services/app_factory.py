@@ -10,18 +10,23 @@ BentoML's error answers behave as they do there. What changes:
   timeout is the public ingress's (see ``RayServiceAppFactory.middlewares``);
 - sync API functions run on ``WorkerThreads`` instead of anyio's threads;
 - its APIs can be run for a dependent service (``call_api``, ``stream_api``), as its
-  HTTP routes would run them (batching, thread pool, context), minus the HTTP.
+  HTTP routes would run them (batching, thread pool, context), minus the HTTP;
+- task results live in the application's hub (``task_store``), and a cancel reaches the
+  task wherever it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from starlette.responses import Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from .._bentoml_internals import (
     AccessLogMiddleware,
@@ -37,7 +42,12 @@ from .._bentoml_internals import (
 )
 from .._replica.batch_gate import gated_batch
 from .._replica.batch_merge import merge_values
+from .._replica.hub_link import HubLink
 from .._replica.worker_threads import WorkerThreads
+from .task_store import HubResultStore
+
+#: The keys of a task's status answer, as BentoML's ``ResultRow.to_json`` gives them.
+_STATUS_KEYS = ("task_id", "status", "created_at", "executed_at")
 
 #: One call of a batchable API: its batch argument, and the other keyword arguments.
 BatchCall = tuple[Any, dict[str, Any]]
@@ -46,7 +56,14 @@ BatchCall = tuple[Any, dict[str, Any]]
 class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
     """BentoML's app for one service, as a Ray replica runs it (see the module's docstring)."""
 
-    def __init__(self, service: Any, is_main: bool, batching: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        service: Any,
+        is_main: bool,
+        batching: dict[str, dict[str, Any]],
+        hub: HubLink | None = None,
+    ) -> None:
+        self._hub = hub
         self._traced = tracing_exporter_type() is not None
         self._server_header = f"BentoML Service/{service.name}"
         super().__init__(service, is_main=is_main)
@@ -94,6 +111,47 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
                 continue
             kept.append(middleware)
         return kept
+
+    async def create_instance(self, app: Starlette) -> None:
+        await super().create_instance(app)
+        sqlite_store: Any = getattr(self, "_result_store", None)
+        if self._hub is not None and sqlite_store is not None:
+            await sqlite_store.__aexit__(None, None, None)  # BentoML's SQLite file: unused
+            self._result_store = HubResultStore(self._hub)
+
+    async def _run_task(self, task_id: str, name: str, request: Request) -> None:
+        """Run a task where a cancel from any replica (through the hub) stops it."""
+        run = asyncio.ensure_future(super()._run_task(task_id, name, request))
+        if self._hub is not None:
+            self._hub.running(task_id, run)
+        try:
+            await run
+        except asyncio.CancelledError:
+            if self._hub is None or not self._hub.was_cancelled(task_id):
+                raise  # the replica is stopping: not the task cancelled
+
+    async def cancel_task(self, request: Request) -> Response:
+        """Cancel a task wherever it runs: 200 and its row, 404 for an unknown task.
+
+        ``bentoml serve`` only marks the task (its worker runs on, and the task's answer
+        then overwrites the mark) and answers 400; here the task is stopped and stays
+        ``canceled``, as BentoCloud does. A task that had already ended is left as it was.
+        """
+        store = getattr(self, "_result_store", None)
+        if not isinstance(store, HubResultStore):
+            return await super().cancel_task(request)  # type: ignore[no-any-return]
+        task_id = request.query_params.get("task_id")
+        if task_id is None:
+            resp = JSONResponse({"error": "task_id is required"}, status_code=400)
+        else:
+            try:
+                row = await store.cancel(task_id)
+            except KeyError:
+                resp = JSONResponse({"error": "task_id not found"}, status_code=404)
+            else:
+                resp = JSONResponse({key: row[key] for key in _STATUS_KEYS})
+        self._add_response_headers(resp)
+        return resp
 
     @property
     def only_request_context(self) -> bool:

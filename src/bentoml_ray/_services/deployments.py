@@ -23,8 +23,10 @@ from .._bentoml_internals import (
     resolve_dependency,
 )
 from .._ingress.app import public_ingress
+from .._ingress.request_metrics import request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
+from .._replica.hub_link import HubLink
 from .app_factory import RayServiceAppFactory
 from .proxy import ServiceProxy
 
@@ -33,19 +35,22 @@ class ServiceHost:
     """One replica of one 1.2+ service: the service loaded, its dependencies on handles.
 
     ``dependencies`` maps each internal dependency to its deployment's handle (wrapped
-    with its retry budget). ``route_prefix`` is where the root's HTTP app is served; a
-    dependency, never served over HTTP, has none.
+    with its retry budget); ``hub`` is the application's hub (None outside Ray: tests and
+    benchmarks host a service in a plain process). ``route_prefix`` is where
+    the root's HTTP app is served; a dependency, never served over HTTP, has none.
     """
 
     def __init__(
         self,
         source: BentoSource,
         dependencies: dict[str, CallTarget],
+        hub: CallTarget | None,
         service_name: str,
         batching: dict[str, dict[str, Any]],
         route_prefix: str | None = None,
     ) -> None:
         self.route_prefix = route_prefix
+        self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
         root = source.load()
         service = root if root.name == service_name else root.find_dependent_by_name(service_name)
         for dependency in service.dependencies.values():
@@ -62,7 +67,7 @@ class ServiceHost:
             prepare_task_store()
         service.inject_config()
         self.factory = RayServiceAppFactory(
-            service, is_main=route_prefix is not None, batching=batching
+            service, is_main=route_prefix is not None, batching=batching, hub=self.hub
         )
 
     async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -85,11 +90,20 @@ class RootServiceDeployment(ServiceHost):
     """
 
     def build_asgi_app(self) -> Starlette:
-        return service_ingress(self.factory, self.route_prefix or "/")
+        return service_ingress(self.factory, self.route_prefix or "/", self.hub)
 
 
-def service_ingress(factory: RayServiceAppFactory, route_prefix: str) -> Starlette:
+def service_ingress(
+    factory: RayServiceAppFactory, route_prefix: str, hub: HubLink | None = None
+) -> Starlette:
     """The public ingress of a root service's app (BentoML's, as ``factory`` makes it)."""
+    service = factory.service
+    bento = service.bento
+    metrics = request_metrics_spec(
+        bento.tag.name if bento else service.name,
+        bento.tag.version if bento else None,
+        runner_name=service.name,
+    )
     return public_ingress(
         factory(),
         route_prefix=route_prefix,
@@ -97,7 +111,9 @@ def service_ingress(factory: RayServiceAppFactory, route_prefix: str) -> Starlet
         error_body=_bentoml_error,
         is_api=factory.is_api_route,
         direct=factory.only_request_context,
-        request_context=factory.service.context.in_request,
+        request_context=service.context.in_request,
+        metrics=metrics,
+        hub=hub,
     )
 
 
@@ -113,10 +129,11 @@ class DependencyServiceDeployment(ServiceHost):
         self,
         source: BentoSource,
         dependencies: dict[str, CallTarget],
+        hub: CallTarget | None,
         service_name: str,
         batching: dict[str, dict[str, Any]],
     ) -> None:
-        super().__init__(source, dependencies, service_name, batching)
+        super().__init__(source, dependencies, hub, service_name, batching)
         app = self.factory()
         self._lifespan = contextlib.AsyncExitStack()
         await self._lifespan.enter_async_context(app.router.lifespan_context(app))

@@ -115,7 +115,7 @@ def service_layout(
             args=(name, batching, route_prefix) if is_root else (name, batching),
             calls=calls,
             max_retries=max_retries,
-            env_vars=service_env_vars(service),
+            env_vars=service_env_vars(service, what, _given_env_vars(options)),
             configured=cast("Mapping[str, Any] | None", given),  # checked above
         )
         return specs[name].name
@@ -136,9 +136,20 @@ def _with_defaults(service: Any, what: str, options: Mapping[str, Any]) -> dict[
         **defaults.pop("ray_actor_options", {}),
         **(options.get("ray_actor_options") or {}),
     }
+    autoscaling = defaults.pop("autoscaling_config", {})  # applies where autoscaling is on
     merged = {**defaults, **options}
     if actor_options:
         merged["ray_actor_options"] = actor_options
     if "autoscaling_config" in options and "num_replicas" not in options:
         merged.pop("num_replicas", None)  # Ray refuses both; the user's autoscaling wins
+    if isinstance(options.get("autoscaling_config"), dict):
+        merged["autoscaling_config"] = {**autoscaling, **options["autoscaling_config"]}
+    elif options.get("num_replicas") == "auto" and autoscaling:  # Ray's default autoscaling
+        merged["autoscaling_config"] = dict(autoscaling)
     return merged
+
+
+def _given_env_vars(options: Mapping[str, Any]) -> object:
+    """The user's runtime_env ``env_vars`` in ``options`` (checked when it is merged)."""
+    runtime_env = (options.get("ray_actor_options") or {}).get("runtime_env")
+    return runtime_env.get("env_vars") if isinstance(runtime_env, dict) else None

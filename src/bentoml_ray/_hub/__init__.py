@@ -1,0 +1,7 @@
+"""The application's hub: one replica per application that every other replica links to.
+
+It holds what must be one for the whole application, wherever its replicas run: the
+metrics of every replica, merged when ``/metrics`` is read (``metrics_board``,
+``exposition``), and the results of ``@bentoml.task`` calls (``task_board``). Runs in its
+own replica; each replica's side of the link is ``_replica.hub_link``.
+"""

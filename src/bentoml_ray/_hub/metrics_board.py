@@ -1,0 +1,66 @@
+"""Every replica's latest metrics report, and the rounds in which ``/metrics`` asks for them.
+
+A scrape is a round: the board moves to the next round, which wakes every replica's
+waiting poll (``HubDeployment.poll``); each replica answers with its registry as text,
+and the scrape answers once every live replica has reported for the round, or after
+``REPORT_WAIT_S`` with the last report of those that have not. So ``N`` requests served
+by any number of replicas read ``N`` on every scrape that follows them, and between
+scrapes nothing is sent: serving a request costs the hub nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from .exposition import merge_expositions
+
+#: How long a scrape waits for the replicas' reports before it answers without the rest.
+REPORT_WAIT_S = 2.0
+#: A replica not heard from for this long is taken for gone: its gauges leave the answer
+#: (its counters stay). Replicas poll at least every ``_replica.hub_link.POLL_S``.
+LIVE_S = 75.0
+
+
+@dataclass
+class _Report:
+    text: str = ""
+    round: int = 0
+    seen_at: float = 0.0
+
+
+class MetricsBoard:
+    def __init__(self) -> None:
+        self.round = 0
+        self._reports: dict[str, _Report] = {}
+        self._round_done = asyncio.Event()
+
+    def seen(self, replica: str) -> None:
+        """``replica`` polled: it is alive."""
+        self._reports.setdefault(replica, _Report()).seen_at = time.monotonic()
+
+    def report(self, replica: str, round: int, text: str) -> None:
+        entry = self._reports.setdefault(replica, _Report())
+        entry.text, entry.round, entry.seen_at = text, max(entry.round, round), time.monotonic()
+        if all(report.round >= self.round for report in self._live().values()):
+            self._round_done.set()
+
+    def next_round(self) -> int:
+        """Start a round; the replicas' polls see it and report."""
+        self.round += 1
+        self._round_done = asyncio.Event()
+        return self.round
+
+    async def collect(self) -> bytes:
+        """Wait for the current round's reports (at most ``REPORT_WAIT_S``); merge them."""
+        if any(report.round < self.round for report in self._live().values()):
+            with contextlib.suppress(asyncio.TimeoutError):  # no news: answer as is
+                await asyncio.wait_for(self._round_done.wait(), REPORT_WAIT_S)
+        reports = {replica: report.text for replica, report in self._reports.items()}
+        return merge_expositions(reports, live=self._live())
+
+    def _live(self) -> dict[str, _Report]:
+        now = time.monotonic()
+        return {r: report for r, report in self._reports.items() if now - report.seen_at < LIVE_S}
