@@ -243,6 +243,9 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
         BENTOML_HOME=bentoml_home,
         RAY_USAGE_STATS_ENABLED="0",
         RAY_AUTH_MODE="token",
+        # As behind a load balancer that spreads clients over every node's proxy: the
+        # head's proxy sends requests to replicas on both nodes, not its own first.
+        RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING="0",
         RAY_AUTH_TOKEN=secrets.token_hex(32),  # never the developer's ~/.ray/auth_token
     )
     dashboard_port, http_port = free_port(), free_port()

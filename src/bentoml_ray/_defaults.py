@@ -6,6 +6,8 @@ them among the rest of what bentoml-ray decides. A user's option always wins ove
 
 from __future__ import annotations
 
+from typing import Any
+
 #: ``max_ongoing_requests`` of every deployment: the API server or root service, which
 #: mostly awaits runners and dependencies, and runners and dependencies, which queue calls
 #: to their model themselves. Ray's default of 5 queues requests at the proxy and adds
@@ -43,3 +45,26 @@ SERVICE_BATCH_WAIT_S = 0.0
 #: replica's event loop: the hop to a worker thread costs about this much on a busy
 #: 2-core machine (``_runners.call_placement``).
 INLINE_BELOW_S = 0.001
+
+#: The application's hub (``_hub``): one replica, since its state is in memory; no CPU of
+#: its own, since it only answers small calls; room for every replica's waiting poll; and
+#: no wait for those polls when it stops.
+HUB_OPTIONS: dict[str, Any] = {
+    "num_replicas": 1,
+    "max_ongoing_requests": 100_000,
+    "graceful_shutdown_timeout_s": 1,
+    "ray_actor_options": {"num_cpus": 0},
+}
+
+#: The longest a replica's poll waits at the hub before it is sent again; a replica not
+#: heard from for ``HUB_LIVE_S`` is taken for gone (its gauges leave ``/metrics``).
+HUB_POLL_S = 30.0
+HUB_LIVE_S = 75.0
+
+#: How long a read of ``/metrics`` waits for the replicas' reports before it answers with
+#: the last report of those that have not: a replica stuck in a long sync call, or gone.
+METRICS_REPORT_WAIT_S = 2.0
+
+#: How often a replica mirrors its Prometheus registry into Ray's metrics; Ray's agents
+#: export every 10 s by default, so a mirror twice as often loses nothing.
+RAY_METRICS_MIRROR_S = 5.0

@@ -22,9 +22,9 @@ from ray.serve import Application
 
 from ._bento.runtime_env import merge_runtime_env
 from ._bento.source import BentoSource
-from ._defaults import MAX_RETRIES
+from ._defaults import HUB_OPTIONS, MAX_RETRIES
 from ._errors import InvalidDeploymentConfig
-from ._hub.deployment import HUB_OPTIONS, HubDeployment, hub_deployment_name
+from ._hub.deployment import HubDeployment, hub_deployment_name
 from ._replica.calls import bound_target
 
 #: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.

@@ -291,3 +291,29 @@ def test_options_from_the_service_and_the_user(review_scorer_bento: str) -> None
     score = api_methods(root)["score"]
     assert score.defaults == {"max_batch_size": 32, "batch_wait_timeout_s": 0.0}
     assert not api_methods(root)["explain"].batchable
+
+
+def test_metrics_count_the_roots_requests_and_the_dependencys_calls(scorer_url: str) -> None:
+    """As ``bentoml serve``'s servers count them: the root's HTTP requests and the calls its
+    dependency answers, each under its own ``runner_name``, read through the root."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"{scorer_url}/metrics", timeout=30).text
+        return {
+            (s.labels["runner_name"], s.labels["endpoint"]): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "bentoml_service_request_total" and s.labels["http_response_code"] == "200"
+        }
+
+    before = counts()
+    for _ in range(3):
+        httpx.post(f"{scorer_url}/score", json={"reviews": REVIEWS}, timeout=30).raise_for_status()
+    after = counts()
+
+    def grew(key: tuple[str, str]) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew(("ReviewScorer", "/score")) == 3
+    assert grew(("Preprocessor", "/normalize")) >= 1  # batched: one call may carry several

@@ -1,4 +1,4 @@
-"""``HubDeployment``: the hub's one replica, and the options it always runs with."""
+"""``HubDeployment``: the hub's one replica (its options: ``_defaults.HUB_OPTIONS``)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,6 @@ from typing import Any
 
 from .metrics_board import MetricsBoard
 from .task_board import TaskBoard
-
-#: One replica (its state is in memory), no CPU of its own (it only answers small calls),
-#: room for every replica's waiting poll, and no wait on shutdown for those polls.
-HUB_OPTIONS: dict[str, Any] = {
-    "num_replicas": 1,
-    "max_ongoing_requests": 100_000,
-    "graceful_shutdown_timeout_s": 1,
-    "ray_actor_options": {"num_cpus": 0},
-}
 
 
 def hub_deployment_name(service: str) -> str:

@@ -15,13 +15,11 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from .._defaults import HUB_LIVE_S, METRICS_REPORT_WAIT_S
 from .exposition import merge_expositions
 
-#: How long a scrape waits for the replicas' reports before it answers without the rest.
-REPORT_WAIT_S = 2.0
-#: A replica not heard from for this long is taken for gone: its gauges leave the answer
-#: (its counters stay). Replicas poll at least every ``_replica.hub_link.POLL_S``.
-LIVE_S = 75.0
+#: How long a scrape waits for reports; when a silent replica is taken for gone.
+REPORT_WAIT_S, LIVE_S = METRICS_REPORT_WAIT_S, HUB_LIVE_S
 
 
 @dataclass

@@ -5,27 +5,34 @@
 (and ``_last_request_timestamp_seconds``), labelled with the path, the Bento's name and
 version, the answer's status and, for a 1.2+ service, the service's name (``runner_name``).
 Dashboards query them by those names. The ingress keeps the same metrics in the replica's
-registry, from which ``/metrics`` and Ray's metrics pipeline read them. BentoML's
-middleware looks each labelled series up on every request; here each path's series are
-looked up once, which keeps their cost per request to a few microseconds.
+registry, from which ``/metrics`` and Ray's metrics pipeline read them.
+
+BentoML's middleware updates four ``prometheus_client`` series per request, each behind a
+lock, after looking each up by its labels: about 10 us a request here. A replica's
+requests all run on its one event loop, so the counts are plain numbers instead, turned
+into Prometheus families only when the registry is read (``RequestCounts.collect``):
+about 2 us.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import prometheus_client
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._bentoml_internals import request_metrics_config
 from .guard import route_path
-
-#: Series looked up at most once per (path, status); beyond this many paths (a client
-#: probing random paths) they are looked up per request instead.
-_MAX_CACHED = 1024
 
 
 @dataclass(frozen=True)
@@ -42,39 +49,97 @@ class RequestMetricsSpec:
     skip_paths: Sequence[str] = ("/metrics", "/healthz", "/livez", "/readyz")
 
 
-_made: dict[tuple[str, bool], tuple[Any, Any, Any, Any]] = {}
+@dataclass
+class _Answered:
+    """The requests of one path that got one status: their count, total time, buckets."""
+
+    count: int = 0
+    seconds: float = 0.0
+    buckets: list[int] = field(default_factory=list)
 
 
-def _metrics(spec: RequestMetricsSpec) -> tuple[Any, Any, Any, Any]:
-    """The four metrics of ``spec``'s namespace, made once per process.
+class RequestCounts:
+    """A collector in the replica's registry: the request metrics of one spec's service."""
 
-    A registry takes a name once; a replica serves one service, so the first spec's
-    buckets are its only ones (tests that build several apps in one process share them).
-    """
-    key = (spec.namespace, spec.runner_name is not None)
-    if key not in _made:
-        extra = ["runner_name"] if spec.runner_name is not None else []
-        by_request = ["endpoint", "service_name", "service_version", "http_response_code", *extra]
-        _made[key] = (
-            prometheus_client.Counter(
-                "request_total", "Total number of HTTP requests", by_request,
-                namespace=spec.namespace,
-            ),
-            prometheus_client.Histogram(
-                "request_duration_seconds", "API HTTP request duration in seconds", by_request,
-                namespace=spec.namespace, buckets=spec.buckets,
-            ),
-            prometheus_client.Gauge(
-                "request_in_progress", "Total number of HTTP requests in progress now",
-                ["endpoint", "service_name", "service_version", *extra],
-                namespace=spec.namespace,
-            ),
-            prometheus_client.Gauge(
-                "last_request_timestamp_seconds", "Timestamp of the last received request",
-                ["service_name", "service_version", *extra], namespace=spec.namespace,
-            ),
+    def __init__(self, spec: RequestMetricsSpec) -> None:
+        self.spec = spec
+        self.bounds = sorted(b for b in spec.buckets if not math.isinf(b))
+        self.answered: dict[tuple[str, int], _Answered] = {}
+        self.in_flight: dict[str, int] = {}
+        self.last_request: float | None = None
+
+    def started(self, path: str) -> float:
+        """A request of ``path`` began: it is in progress; returns its start time."""
+        self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        return time.perf_counter()
+
+    def ended(self, path: str, status: int, started: float) -> None:
+        """A request that ``started`` got ``status``: counted, timed, no longer in progress."""
+        self.in_flight[path] -= 1
+        self.answer(path, status, time.perf_counter() - started)
+
+    def answer(self, path: str, status: int, seconds: float) -> None:
+        entry = self.answered.get((path, status))
+        if entry is None:
+            entry = self.answered[(path, status)] = _Answered(buckets=[0] * (len(self.bounds) + 1))
+        entry.count += 1
+        entry.seconds += seconds
+        entry.buckets[bisect.bisect_left(self.bounds, seconds)] += 1  # le: value <= bound
+
+    def collect(self) -> Iterator[Metric]:
+        spec, ns = self.spec, self.spec.namespace
+        extra = [spec.runner_name] if spec.runner_name is not None else []
+        extra_names = ["runner_name"] if spec.runner_name is not None else []
+        by_answer = ["endpoint", "service_name", "service_version", "http_response_code"]
+        total = CounterMetricFamily(
+            f"{ns}_request", "Total number of HTTP requests", labels=by_answer + extra_names
+        )
+        duration = HistogramMetricFamily(
+            f"{ns}_request_duration_seconds", "API HTTP request duration in seconds",
+            labels=by_answer + extra_names,
         )  # fmt: skip
-    return _made[key]
+        for (path, status), entry in list(self.answered.items()):
+            labels = [path, spec.bento_name, spec.bento_version, str(status), *extra]
+            total.add_metric(labels, entry.count)
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self.bounds, math.inf], entry.buckets, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            duration.add_metric(labels, buckets, entry.seconds)
+        in_progress = GaugeMetricFamily(
+            f"{ns}_request_in_progress", "Total number of HTTP requests in progress now",
+            labels=["endpoint", "service_name", "service_version", *extra_names],
+        )  # fmt: skip
+        for path, count in list(self.in_flight.items()):
+            in_progress.add_metric([path, spec.bento_name, spec.bento_version, *extra], count)
+        yield from (total, duration, in_progress)
+        if self.last_request is not None:
+            last = GaugeMetricFamily(
+                f"{ns}_last_request_timestamp_seconds", "Timestamp of the last received request",
+                labels=["service_name", "service_version", *extra_names],
+            )  # fmt: skip
+            last.add_metric([spec.bento_name, spec.bento_version, *extra], self.last_request)
+            yield last
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as Prometheus writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    le: str = prometheus_client.utils.floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return le
+
+
+#: One collector per namespace and process: a registry takes a name once, and a replica
+#: serves one service (tests that build several apps in one process share it).
+_collectors: dict[tuple[str, bool], RequestCounts] = {}
+
+
+def request_counts(spec: RequestMetricsSpec) -> RequestCounts:
+    """The process's collector for ``spec``'s service, registered on first use."""
+    key = (spec.namespace, spec.runner_name is not None)
+    if key not in _collectors:
+        _collectors[key] = RequestCounts(spec)
+        prometheus_client.REGISTRY.register(_collectors[key])
+    return _collectors[key]
 
 
 class RequestMetrics:
@@ -84,29 +149,7 @@ class RequestMetrics:
         self.app = app
         self.metrics_path = metrics_path
         self._skip = tuple(spec.skip_paths)
-        self._total, self._duration, self._in_progress, last = _metrics(spec)
-        self._constant = [spec.bento_name, spec.bento_version]
-        self._extra = [spec.runner_name] if spec.runner_name is not None else []
-        self._last = last.labels(*self._constant, *self._extra)
-        self._by_answer: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._by_path: dict[str, Any] = {}
-
-    def _answered(self, path: str, status: int) -> tuple[Any, Any]:
-        series = self._by_answer.get((path, status))
-        if series is None:
-            labels = (path, *self._constant, str(status), *self._extra)
-            series = (self._total.labels(*labels), self._duration.labels(*labels))
-            if len(self._by_answer) < _MAX_CACHED:
-                self._by_answer[(path, status)] = series
-        return series
-
-    def _in_flight(self, path: str) -> Any:
-        gauge = self._by_path.get(path)
-        if gauge is None:
-            gauge = self._in_progress.labels(path, *self._constant, *self._extra)
-            if len(self._by_path) < _MAX_CACHED:
-                self._by_path[path] = gauge
-        return gauge
+        self._counts = request_counts(spec)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,8 +159,9 @@ class RequestMetrics:
         if path == self.metrics_path:
             await self.app(scope, receive, send)
             return
+        counts = self._counts
         if not path.startswith(self._skip):
-            self._last.set(time.time())
+            counts.last_request = time.time()
         start = time.perf_counter()
         status = 0
 
@@ -126,17 +170,15 @@ class RequestMetrics:
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                total, duration = self._answered(path, status)
-                total.inc()
-                duration.observe(max(time.perf_counter() - start, 0.0))
+                counts.answer(path, status, time.perf_counter() - start)
             await send(message)
 
-        gauge = self._in_flight(path)
-        gauge.inc()
+        in_flight = counts.in_flight
+        in_flight[path] = in_flight.get(path, 0) + 1
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            gauge.dec()
+            in_flight[path] -= 1
 
 
 def request_metrics_spec(

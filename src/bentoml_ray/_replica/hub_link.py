@@ -19,14 +19,14 @@ from typing import Any
 import prometheus_client
 from ray import serve
 
+from .._defaults import HUB_POLL_S
 from .calls import CallTarget, RetryingCaller
 from .ray_metrics import RayMetricsMirror
 
 logger = logging.getLogger("bentoml_ray")
 
-#: The longest a poll waits at the hub before it is sent again (also how the hub knows
-#: the replica is alive: ``_hub.metrics_board.LIVE_S``).
-POLL_S = 30.0
+#: The longest a poll waits at the hub before it is sent again (``_defaults``).
+POLL_S = HUB_POLL_S
 #: The pause after a failed poll (the hub restarting, say) before the next.
 RETRY_S = 1.0
 

@@ -26,10 +26,11 @@ import prometheus_client
 from prometheus_client.samples import Sample
 from ray.serve import metrics as serve_metrics
 
+from .._defaults import RAY_METRICS_MIRROR_S
+
 logger = logging.getLogger("bentoml_ray")
 
-#: How often the registry is mirrored; Ray's agent exports every 10 s by default.
-MIRROR_S = 5.0
+MIRROR_S = RAY_METRICS_MIRROR_S  # ``_defaults``
 _LEFT_OUT = ("process_", "python_")
 #: Tags Ray sets itself on a replica's metrics; a label of the same name is renamed.
 _RAY_TAGS = frozenset({"application", "deployment", "replica"})

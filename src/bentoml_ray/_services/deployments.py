@@ -23,7 +23,7 @@ from .._bentoml_internals import (
     resolve_dependency,
 )
 from .._ingress.app import public_ingress
-from .._ingress.request_metrics import request_metrics_spec
+from .._ingress.request_metrics import RequestMetricsSpec, request_counts, request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
@@ -69,15 +69,36 @@ class ServiceHost:
         self.factory = RayServiceAppFactory(
             service, is_main=route_prefix is not None, batching=batching, hub=self.hub
         )
+        # Calls from dependent services, counted as ``bentoml serve``'s HTTP server for this
+        # service counts them (the root's HTTP requests are counted by its ingress).
+        spec = None if route_prefix is not None else service_metrics_spec(service)
+        self._counts = None if spec is None else request_counts(spec)
+        self._paths = {name: api.route for name, api in service.apis.items()}
 
     async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await self.factory.call_api(name, args, kwargs)
+        if self._counts is None:
+            return await self.factory.call_api(name, args, kwargs)
+        path, status = self._paths[name], 500
+        started = self._counts.started(path)
+        try:
+            result = await self.factory.call_api(name, args, kwargs)
+            status = 200
+            return result
+        finally:
+            self._counts.ended(path, status, started)
 
     async def stream(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
-        async for chunk in self.factory.stream_api(name, args, kwargs):
-            yield chunk
+        path, status = self._paths[name], 500
+        started = None if self._counts is None else self._counts.started(path)
+        try:
+            async for chunk in self.factory.stream_api(name, args, kwargs):
+                yield chunk
+            status = 200
+        finally:
+            if self._counts is not None and started is not None:
+                self._counts.ended(path, status, started)
 
 
 @replica_built_ingress
@@ -98,12 +119,6 @@ def service_ingress(
 ) -> Starlette:
     """The public ingress of a root service's app (BentoML's, as ``factory`` makes it)."""
     service = factory.service
-    bento = service.bento
-    metrics = request_metrics_spec(
-        bento.tag.name if bento else service.name,
-        bento.tag.version if bento else None,
-        runner_name=service.name,
-    )
     return public_ingress(
         factory(),
         route_prefix=route_prefix,
@@ -112,8 +127,18 @@ def service_ingress(
         is_api=factory.is_api_route,
         direct=factory.only_request_context,
         request_context=service.context.in_request,
-        metrics=metrics,
+        metrics=service_metrics_spec(service),
         hub=hub,
+    )
+
+
+def service_metrics_spec(service: Any) -> RequestMetricsSpec | None:
+    """BentoML's request metrics of a 1.2+ service, named as ``bentoml serve`` names them."""
+    bento = service.bento
+    return request_metrics_spec(
+        bento.tag.name if bento else service.name,
+        bento.tag.version if bento else None,
+        runner_name=service.name,
     )
 
 
