@@ -82,3 +82,26 @@ def test_what_the_1_2_replicas_read_from_a_service() -> None:
             return text
 
     assert [hook.__name__ for hook in internals.deployment_hooks(WithHook)] == ["prepare"]
+
+
+def test_what_the_hub_replaces_in_bentomls_task_handling() -> None:
+    """``RayServiceAppFactory`` swaps the result store after ``create_instance``, runs each
+    task through ``_run_task`` and answers ``cancel_task``; ``HubResultStore`` implements
+    BentoML's ``ResultStore`` with its rows and serialisation."""
+    factory = internals.ServiceAppFactory
+    assert "_result_store" in factory.create_instance.__code__.co_names
+    assert "_run_task" in factory.submit_task.__code__.co_names
+    for handler in ("get_status", "get_result", "retry_task", "cancel_task"):
+        assert "_result_store" in getattr(factory, handler).__code__.co_names, handler
+    abstract = internals.ResultStore.__abstractmethods__
+    assert abstract == {"get_status", "get", "new_entry", "set_result", "set_status"}
+    assert {status.value for status in internals.ResultStatus} >= {
+        "in_progress", "completed", "failed", "canceled"
+    }  # fmt: skip
+    assert {"serialize_request", "deserialize_response"} <= set(dir(internals.JSONSerde))
+
+
+def test_the_configuration_cors_and_request_metrics_read() -> None:
+    assert internals.cors_options() is None  # BentoML's default: CORS off
+    enabled, namespace, buckets = internals.request_metrics_config()
+    assert enabled and namespace == "bentoml_api_server" and buckets[-1] == float("inf")

@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bentoml_ray._bento.import_metrics import metrics_of_this_import
 from bentoml_ray._hub import metrics_board, task_board
 from bentoml_ray._hub.deployment import HubDeployment
-from bentoml_ray._hub.exposition import merge_expositions
+from bentoml_ray._hub.exposition import Family, merge_reports, report
 
 
-def _report(calls: int, in_flight: float, seconds: list[float]) -> str:
+def _report(calls: int, in_flight: float, seconds: list[float]) -> list[Family]:
     registry = prometheus_client.CollectorRegistry()
     counter = prometheus_client.Counter("calls", "Calls", ["api"], registry=registry)
     counter.labels(api="a").inc(calls)
@@ -25,7 +25,7 @@ def _report(calls: int, in_flight: float, seconds: list[float]) -> str:
     )
     for value in seconds:
         histogram.observe(value)
-    return prometheus_client.generate_latest(registry).decode()
+    return report(registry)
 
 
 def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,7 +38,7 @@ def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 
 def test_counters_and_histograms_are_summed_gauges_kept_per_replica() -> None:
     reports = {"A#1": _report(18, 2, [0.05, 0.5]), "B#2": _report(22, 3, [5.0])}
-    merged = _samples(merge_expositions(reports, live={"A#1", "B#2"}))
+    merged = _samples(merge_reports(reports, live={"A#1", "B#2"}))
     assert merged[("calls_total", (("api", "a"),))] == 40
     assert merged[("seconds_bucket", (("le", "0.1"),))] == 1
     assert merged[("seconds_bucket", (("le", "1.0"),))] == 2
@@ -52,7 +52,7 @@ def test_counters_and_histograms_are_summed_gauges_kept_per_replica() -> None:
 
 def test_a_gone_replica_keeps_its_counts_but_not_its_gauges() -> None:
     reports = {"A#1": _report(18, 2, []), "B#2": _report(22, 3, [])}
-    merged = _samples(merge_expositions(reports, live={"B#2"}))
+    merged = _samples(merge_reports(reports, live={"B#2"}))
     assert merged[("calls_total", (("api", "a"),))] == 40
     assert ("in_flight", (("replica", "A#1"),)) not in merged
 

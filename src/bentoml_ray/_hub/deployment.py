@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from .exposition import Family
 from .metrics_board import MetricsBoard
 from .task_board import TaskBoard
 
@@ -47,8 +48,8 @@ class HubDeployment:
         self.metrics.seen(replica)
         return {"round": self.metrics.round, "cancel": self._cancels.pop(replica, [])}
 
-    def report(self, replica: str, round: int, text: str) -> None:
-        self.metrics.report(replica, round, text)
+    def report(self, replica: str, round: int, families: list[Family]) -> None:
+        self.metrics.report(replica, round, families)
 
     async def scrape(self) -> bytes:
         self.metrics.next_round()

@@ -1,25 +1,38 @@
-"""Many replicas' Prometheus text expositions as one: what ``/metrics`` answers.
+"""Many replicas' Prometheus registries as one exposition: what ``/metrics`` answers.
 
 ``bentoml serve`` reads its workers' metrics in Prometheus' multiprocess mode, which sums
 counters and histograms over the workers; a gauge there is summed too, or kept per worker,
-as its ``multiprocess_mode`` says. Here every replica reports its own registry as text and
-the hub merges them: counters, histograms and summaries are summed sample by sample (a
-replica that stopped keeps its share, so totals never go down while the application
-lives); gauges, and metrics of no declared type, are kept per live replica under a
-``replica`` label, since a sum of, say, start times means nothing. Counters' and
-histograms' ``_created`` times are left out, as in ``bentoml serve``'s multiprocess view.
+as its ``multiprocess_mode`` says. Here every replica reports its registry (``report``:
+its families as plain tuples, so the hub parses no text) and the hub merges them:
+counters, histograms and summaries are summed sample by sample (a replica that stopped
+keeps its share, so totals never go down while the application lives); gauges, and
+metrics of no declared type, are kept per live replica under a ``replica`` label, since a
+sum of, say, start times means nothing. Counters' and histograms' ``_created`` times are
+left out, as in ``bentoml serve``'s multiprocess view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 SUMMED_TYPES = frozenset({"counter", "histogram", "gaugehistogram", "summary"})
+
+#: One family of a replica's registry: name, type, help, unit, and its samples as
+#: (sample name, labels, value).
+Family = tuple[str, str, str, str, list[tuple[str, dict[str, str], float]]]
+
+
+def report(registry: Any = REGISTRY) -> list[Family]:
+    """``registry``'s families now, as a replica reports them to the hub."""
+    return [
+        (f.name, f.type, f.documentation, f.unit, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in registry.collect()
+    ]
 
 
 class _Families:
@@ -32,32 +45,26 @@ class _Families:
         return iter(self._families)
 
 
-def merge_expositions(reports: Mapping[str, str], live: Collection[str]) -> bytes:
-    """One exposition from each replica's (``reports``: replica -> text); gauges of ``live``."""
+def merge_reports(reports: Mapping[str, Sequence[Family]], live: Collection[str]) -> bytes:
+    """One exposition of every replica's report (replica -> families); gauges of ``live``."""
     families: dict[str, Metric] = {}
     sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for replica, text in reports.items():
-        summed: set[str] = set()
-        for family in text_string_to_metric_families(text):
-            if family.name.endswith("_created") and family.name[: -len("_created")] in summed:
-                continue  # a counter's or histogram's start time, as its own gauge: no sum
-            merged = families.get(family.name)
+    for replica, replica_families in reports.items():
+        for name, kind, documentation, unit, samples in replica_families:
+            merged = families.get(name)
             if merged is None:
-                merged = families[family.name] = Metric(
-                    family.name, family.documentation, family.type, family.unit
-                )
-            if family.type in SUMMED_TYPES:
-                summed.add(family.name)
-                totals = sums.setdefault(family.name, {})
-                for sample in family.samples:
-                    if sample.name.endswith("_created"):  # a start time: no sum of them
+                merged = families[name] = Metric(name, documentation, kind, unit)
+            if kind in SUMMED_TYPES:
+                totals = sums.setdefault(name, {})
+                for sample_name, labels, value in samples:
+                    if sample_name.endswith("_created"):  # a start time: no sum of them
                         continue
-                    key = (sample.name, tuple(sample.labels.items()))
-                    totals[key] = totals.get(key, 0.0) + sample.value
+                    key = (sample_name, tuple(labels.items()))
+                    totals[key] = totals.get(key, 0.0) + value
             elif replica in live:
                 merged.samples.extend(
-                    Sample(sample.name, {**sample.labels, "replica": replica}, sample.value)
-                    for sample in family.samples
+                    Sample(sample_name, {**labels, "replica": replica}, value)
+                    for sample_name, labels, value in samples
                 )
     for name, totals in sums.items():
         families[name].samples.extend(

@@ -1,7 +1,7 @@
 """Every replica's latest metrics report, and the rounds in which ``/metrics`` asks for them.
 
 A scrape is a round: the board moves to the next round, which wakes every replica's
-waiting poll (``HubDeployment.poll``); each replica answers with its registry as text,
+waiting poll (``HubDeployment.poll``); each replica answers with its registry's families,
 and the scrape answers once every live replica has reported for the round, or after
 ``REPORT_WAIT_S`` with the last report of those that have not. So ``N`` requests served
 by any number of replicas read ``N`` on every scrape that follows them, and between
@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._defaults import HUB_LIVE_S, METRICS_REPORT_WAIT_S
-from .exposition import merge_expositions
+from .exposition import Family, merge_reports
 
 #: How long a scrape waits for reports; when a silent replica is taken for gone.
 REPORT_WAIT_S, LIVE_S = METRICS_REPORT_WAIT_S, HUB_LIVE_S
@@ -24,7 +24,7 @@ REPORT_WAIT_S, LIVE_S = METRICS_REPORT_WAIT_S, HUB_LIVE_S
 
 @dataclass
 class _Report:
-    text: str = ""
+    families: list[Family] = field(default_factory=list)
     round: int = 0
     seen_at: float = 0.0
 
@@ -39,9 +39,10 @@ class MetricsBoard:
         """``replica`` polled: it is alive."""
         self._reports.setdefault(replica, _Report()).seen_at = time.monotonic()
 
-    def report(self, replica: str, round: int, text: str) -> None:
+    def report(self, replica: str, round: int, families: list[Family]) -> None:
         entry = self._reports.setdefault(replica, _Report())
-        entry.text, entry.round, entry.seen_at = text, max(entry.round, round), time.monotonic()
+        entry.families, entry.round = families, max(entry.round, round)
+        entry.seen_at = time.monotonic()
         if all(report.round >= self.round for report in self._live().values()):
             self._round_done.set()
 
@@ -56,8 +57,8 @@ class MetricsBoard:
         if any(report.round < self.round for report in self._live().values()):
             with contextlib.suppress(asyncio.TimeoutError):  # no news: answer as is
                 await asyncio.wait_for(self._round_done.wait(), REPORT_WAIT_S)
-        reports = {replica: report.text for replica, report in self._reports.items()}
-        return merge_expositions(reports, live=self._live())
+        reports = {replica: report.families for replica, report in self._reports.items()}
+        return merge_reports(reports, live=self._live())
 
     def _live(self) -> dict[str, _Report]:
         now = time.monotonic()

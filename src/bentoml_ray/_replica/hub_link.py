@@ -2,7 +2,7 @@
 
 Every deployment of the application is bound with the hub's handle, and each replica
 keeps one poll waiting at the hub (``POLL_S`` at most, then again). The hub answers it
-when a scrape starts a round (the replica then reports its Prometheus registry as text)
+when a scrape starts a round (the replica then reports its Prometheus registry)
 or when a task this replica runs is cancelled elsewhere. So a scrape through any replica
 reads every replica's metrics, a cancel through any replica reaches the task, and
 serving requests sends the hub nothing. The link also mirrors the registry into Ray's
@@ -16,10 +16,10 @@ import logging
 import uuid
 from typing import Any
 
-import prometheus_client
 from ray import serve
 
 from .._defaults import HUB_POLL_S
+from .._hub.exposition import report
 from .calls import CallTarget, RetryingCaller
 from .ray_metrics import RayMetricsMirror
 
@@ -80,8 +80,7 @@ class HubLink:
                         future.cancel()
                 if order["round"] > seen:
                     seen = order["round"]
-                    report = prometheus_client.generate_latest().decode()
-                    await self.call("report", self.replica, seen, report)
+                    await self.call("report", self.replica, seen, report())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the hub restarting, a node lost: poll again
