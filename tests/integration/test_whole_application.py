@@ -153,6 +153,27 @@ def test_a_cancel_through_any_replica_stops_the_task(counted_url: str) -> None:
     assert unknown.status_code == 404
 
 
+def test_a_killed_hub_loses_no_request_and_metrics_come_back(counted_url: str) -> None:
+    """The hub is on no request's path: requests answer while it is replaced; ``/metrics``
+    answers 503 rather than one replica's share while it is gone, then every replica's
+    counts again (each replica reports its whole registry, not what changed)."""
+    from _load import kill_replica, replica_actor_names, wait_replaced
+
+    before = _total(_metrics(counted_url), "counted_calls_total", kind="plain")
+    hub = replica_actor_names("counted", "Counted.hub")
+    assert len(hub) == 1, hub
+    kill_replica(hub[0])
+    answers = [_count(counted_url) for _ in range(10)]  # each asserts its 200
+    wait_replaced("counted", "Counted.hub", hub, 180)
+    deadline = time.monotonic() + 60
+    while (read := httpx.get(f"{counted_url}/metrics", timeout=30)).status_code != 200:
+        assert read.status_code == 503, read.text
+        assert time.monotonic() < deadline, "the metrics did not come back"
+        time.sleep(1)
+    after = _total(_metrics(counted_url), "counted_calls_total", kind="plain")
+    assert after == before + len(answers)
+
+
 def test_deploying_again_in_one_process_runs_the_newest_version(
     serve_url: str, counted_bento: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

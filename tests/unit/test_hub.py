@@ -60,12 +60,12 @@ def test_a_gone_replica_keeps_its_counts_but_not_its_gauges() -> None:
 def test_a_scrape_waits_for_every_live_replica_of_its_round() -> None:
     async def scenario() -> bytes:
         hub = HubDeployment()
-        polls = [hub.poll(replica, 0, 5.0) for replica in ("A#1", "B#2")]
+        polls = [hub.poll(replica, (hub.id, 0), 5.0) for replica in ("A#1", "B#2")]
         waiting = [asyncio.ensure_future(poll) for poll in polls]
         await asyncio.sleep(0.01)
         scrape = asyncio.ensure_future(hub.scrape())
         orders = await asyncio.gather(*waiting)
-        assert [order["round"] for order in orders] == [1, 1]
+        assert [order["round"] for order in orders] == [(hub.id, 1)] * 2
         hub.report("A#1", 1, _report(1, 0, []))
         await asyncio.sleep(0.01)
         assert not scrape.done(), "B#2 has not reported yet"
@@ -73,6 +73,16 @@ def test_a_scrape_waits_for_every_live_replica_of_its_round() -> None:
         return await asyncio.wait_for(scrape, 1)
 
     assert _samples(asyncio.run(scenario()))[("calls_total", (("api", "a"),))] == 3
+
+
+def test_a_replica_that_answered_another_hub_reports_to_a_new_one_at_once() -> None:
+    async def scenario() -> None:
+        old, new = HubDeployment(), HubDeployment()
+        assert (await old.poll("A#1", None, 5.0))["round"] == (old.id, 0)  # its first poll
+        order = await asyncio.wait_for(new.poll("A#1", (old.id, 7), 5.0), 1)
+        assert order["round"] == (new.id, 0)
+
+    asyncio.run(scenario())
 
 
 def test_a_replica_that_does_not_report_delays_a_scrape_only_so_long(
@@ -92,7 +102,7 @@ def test_a_cancel_reaches_the_replica_that_runs_the_task() -> None:
     async def scenario() -> None:
         hub = HubDeployment()
         task_id = hub.new_task("square", b"{}", "A#1")
-        waiting = asyncio.ensure_future(hub.poll("A#1", 0, 5.0))
+        waiting = asyncio.ensure_future(hub.poll("A#1", (hub.id, 0), 5.0))
         await asyncio.sleep(0.01)
         assert hub.cancel_task(task_id)["status"] == "canceled"
         assert (await asyncio.wait_for(waiting, 1))["cancel"] == [task_id]

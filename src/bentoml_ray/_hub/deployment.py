@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 from .exposition import Family
@@ -26,6 +27,8 @@ class HubDeployment:
     )  # fmt: skip
 
     def __init__(self) -> None:
+        #: This hub's own ID: rounds count again from 0 in a replacement hub.
+        self.id = uuid.uuid4().hex
         self.metrics = MetricsBoard()
         self.tasks = TaskBoard()
         self._wake: dict[str, asyncio.Event] = {}
@@ -37,16 +40,25 @@ class HubDeployment:
         result = getattr(self, name)(*args, **kwargs)
         return await result if asyncio.iscoroutine(result) else result
 
-    async def poll(self, replica: str, seen_round: int, wait_s: float) -> dict[str, Any]:
-        """What ``replica`` is asked to do: report for a new round, stop tasks; else wait."""
+    async def poll(
+        self, replica: str, seen: tuple[str, int] | None, wait_s: float
+    ) -> dict[str, Any]:
+        """What ``replica`` is asked to do: report for a new round, stop tasks; else wait.
+
+        ``seen`` is the last (hub, round) it answered: a replica that last answered
+        another hub (this one replaced it) reports at once, whatever the round.
+        """
         self.metrics.seen(replica)
         wake = self._wake.setdefault(replica, asyncio.Event())
-        if self.metrics.round <= seen_round and not self._cancels.get(replica):
+        if seen == (self.id, self.metrics.round) and not self._cancels.get(replica):
             with contextlib.suppress(asyncio.TimeoutError):  # no news: answer as is
                 await asyncio.wait_for(wake.wait(), wait_s)
         wake.clear()
         self.metrics.seen(replica)
-        return {"round": self.metrics.round, "cancel": self._cancels.pop(replica, [])}
+        return {
+            "round": (self.id, self.metrics.round),
+            "cancel": self._cancels.pop(replica, []),
+        }
 
     def report(self, replica: str, round: int, families: list[Family]) -> None:
         self.metrics.report(replica, round, families)

@@ -14,12 +14,19 @@ without one (an app served outside Ray), for this replica alone.
 
 from __future__ import annotations
 
+import logging
+
 import prometheus_client
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._replica.hub_link import HubLink
 from .guard import route_path
+
+logger = logging.getLogger("bentoml_ray")
+
+#: The answer when the hub cannot be reached: one replica's metrics would pass for all.
+_NO_HUB = "The application's hub is unavailable; its metrics cannot be merged now.\n"
 
 
 class ReplicaMetrics:
@@ -40,6 +47,11 @@ class ReplicaMetrics:
         if self.hub is None:
             text = prometheus_client.generate_latest()
         else:
-            text = await self.hub.scrape()
+            try:
+                text = await self.hub.scrape()
+            except Exception as exc:  # the hub gone past its retries: say so, not a part
+                logger.warning("/metrics could not reach the application's hub: %s", exc)
+                await PlainTextResponse(_NO_HUB, status_code=503)(scope, receive, send)
+                return
         response = Response(text, media_type=prometheus_client.CONTENT_TYPE_LATEST)
         await response(scope, receive, send)

@@ -69,7 +69,7 @@ class HubLink:
         return False
 
     async def _answer_polls(self) -> None:
-        seen = 0
+        seen: tuple[str, int] | None = None  # the last (hub, round) reported for
         while True:
             try:
                 order = await self.call("poll", self.replica, seen, POLL_S)
@@ -78,9 +78,9 @@ class HubLink:
                     if future is not None:
                         self._cancelled.add(task_id)
                         future.cancel()
-                if order["round"] > seen:
-                    seen = order["round"]
-                    await self.call("report", self.replica, seen, report())
+                if tuple(order["round"]) != seen:  # a new round, or a new hub
+                    seen = tuple(order["round"])
+                    await self.call("report", self.replica, seen[1], report())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the hub restarting, a node lost: poll again
