@@ -83,6 +83,7 @@ def test_example_2_through_serve_run_on_a_ray_start_cluster(
     assert observed["replicas"] == {
         "iris_classifier": {"RUNNING": 3},
         "iris_classifier.runner.iris_clf": {"RUNNING": 1},
+        "iris_classifier.hub": {"RUNNING": 1},  # every application's
     }
 
     response = httpx.post(f"{url}/classify/classify", json=[VIRGINICA, SETOSA], timeout=30)

@@ -79,11 +79,12 @@ def test_gpu_and_tpu_types_become_ray_accelerator_types() -> None:
 
 
 def test_every_gpu_type_bentoml_knows_has_a_ray_name() -> None:
-    from typing import get_args
+    from typing import get_args, get_type_hints
 
-    from _bentoml_sdk.service.config import GpuLiteralType
+    from _bentoml_sdk.service.config import ResourceSchema
 
-    assert set(get_args(GpuLiteralType)) <= set(GPU_TYPES)
+    known = get_args(get_type_hints(ResourceSchema)["gpu_type"])
+    assert known and set(known) <= set(GPU_TYPES)
 
 
 def test_an_unknown_gpu_type_raises_naming_the_known_ones() -> None:

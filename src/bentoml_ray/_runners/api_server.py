@@ -31,11 +31,11 @@ class APIServerDeployment:
         self,
         source: BentoSource,
         runners: dict[str, CallTarget],
-        hub: CallTarget,
+        hub: CallTarget | None,
         embedded: dict[str, dict[str, dict[str, Any]]],
         route_prefix: str,
     ) -> None:
-        self.hub = HubLink(hub)
+        self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
         self.svc: Any = load_service(source)
         self.route_prefix = route_prefix
         for runner in self.svc.runners:

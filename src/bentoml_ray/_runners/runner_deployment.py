@@ -23,11 +23,12 @@ class RunnerDeployment:
         self,
         source: BentoSource,
         calls: dict[str, CallTarget],  # a runner calls no other deployment: empty
-        hub: CallTarget,
+        hub: CallTarget | None,
         runner_name: str,
         batching: dict[str, dict[str, Any]],
     ) -> None:
-        self.hub = HubLink(hub)  # the model's own metrics reach /metrics and Ray's
+        # The model's own metrics reach /metrics and Ray's (None: served outside Ray).
+        self.hub = HubLink(hub) if hub is not None else None
         svc = load_service(source)
         self.runner = next(r for r in svc.runners if r.name == runner_name)
         self.runner.init_client(LocalRunnerHandle, batching)

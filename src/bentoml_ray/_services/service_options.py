@@ -48,6 +48,7 @@ GPU_TYPES = {
     "nvidia-l4": "L4", "nvidia-tesla-a100": "A100", "nvidia-a100-80gb": "A100",
     "nvidia-tesla-h100": "H100", "nvidia-h100-80gb": "H100", "nvidia-h200-141gb": "H200",
     "nvidia-b200": "B200", "nvidia-gb200": "GB200", "nvidia-rtx-pro-6000": "RTX-PRO-6000",
+    "nvidia-backwell-gb200": "GB200", "nvidia-backwell-b100": "B100",  # BentoML 1.4.16's
     "amd-mi300x": "AMD-Instinct-MI300X-OAM", "amd-mi325x": "AMD-Instinct-MI325X-OAM",
     "amd-mi355x": "AMD-Instinct-MI355X-OAM",
 }  # fmt: skip
