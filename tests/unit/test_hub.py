@@ -75,6 +75,20 @@ def test_a_scrape_waits_for_every_live_replica_of_its_round() -> None:
     assert _samples(asyncio.run(scenario()))[("calls_total", (("api", "a"),))] == 3
 
 
+def test_overlapping_scrapes_both_answer_once_the_replica_reports() -> None:
+    async def scenario() -> list[bytes]:
+        hub = HubDeployment()
+        hub.report("A#1", 0, _report(1, 0, []))
+        first = asyncio.ensure_future(hub.scrape())
+        second = asyncio.ensure_future(hub.scrape())
+        await asyncio.sleep(0.01)
+        hub.report("A#1", 2, _report(2, 0, []))  # answering the later round answers both
+        return list(await asyncio.wait_for(asyncio.gather(first, second), 0.5))
+
+    for text in asyncio.run(scenario()):
+        assert _samples(text)[("calls_total", (("api", "a"),))] == 2
+
+
 def test_a_replica_that_answered_another_hub_reports_to_a_new_one_at_once() -> None:
     async def scenario() -> None:
         old, new = HubDeployment(), HubDeployment()

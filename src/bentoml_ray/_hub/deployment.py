@@ -64,10 +64,14 @@ class HubDeployment:
         self.metrics.report(replica, round, families)
 
     async def scrape(self) -> bytes:
-        self.metrics.next_round()
-        for wake in self._wake.values():
-            wake.set()
-        return await self.metrics.collect()
+        round = self.metrics.next_round()
+        live = self.metrics.live()
+        for replica in list(self._wake):
+            if replica in live:
+                self._wake[replica].set()
+            else:  # gone: its counts stay on the board, its wake-up goes
+                del self._wake[replica]
+        return await self.metrics.collect(round)
 
     def new_task(self, name: str, input: bytes, replica: str) -> str:
         return self.tasks.new_entry(name, input, replica)

@@ -33,7 +33,8 @@ class MetricsBoard:
     def __init__(self) -> None:
         self.round = 0
         self._reports: dict[str, _Report] = {}
-        self._round_done = asyncio.Event()
+        #: Scrapes waiting for their round's reports, by round (scrapes may overlap).
+        self._waiting: dict[int, asyncio.Event] = {}
 
     def seen(self, replica: str) -> None:
         """``replica`` polled: it is alive."""
@@ -43,23 +44,26 @@ class MetricsBoard:
         entry = self._reports.setdefault(replica, _Report())
         entry.families, entry.round = families, max(entry.round, round)
         entry.seen_at = time.monotonic()
-        if all(report.round >= self.round for report in self._live().values()):
-            self._round_done.set()
+        done = min((report.round for report in self.live().values()), default=self.round)
+        for waiting in [r for r in self._waiting if r <= done]:
+            self._waiting.pop(waiting).set()
 
     def next_round(self) -> int:
         """Start a round; the replicas' polls see it and report."""
         self.round += 1
-        self._round_done = asyncio.Event()
         return self.round
 
-    async def collect(self) -> bytes:
-        """Wait for the current round's reports (at most ``REPORT_WAIT_S``); merge them."""
-        if any(report.round < self.round for report in self._live().values()):
+    async def collect(self, round: int) -> bytes:
+        """Wait for ``round``'s reports (at most ``REPORT_WAIT_S``); merge the latest."""
+        if any(report.round < round for report in self.live().values()):
+            reported = self._waiting.setdefault(round, asyncio.Event())
             with contextlib.suppress(asyncio.TimeoutError):  # no news: answer as is
-                await asyncio.wait_for(self._round_done.wait(), REPORT_WAIT_S)
+                await asyncio.wait_for(reported.wait(), REPORT_WAIT_S)
+            self._waiting.pop(round, None)
         reports = {replica: report.families for replica, report in self._reports.items()}
-        return merge_reports(reports, live=self._live())
+        return merge_reports(reports, live=self.live())
 
-    def _live(self) -> dict[str, _Report]:
+    def live(self) -> dict[str, _Report]:
+        """The replicas heard from within ``LIVE_S``."""
         now = time.monotonic()
         return {r: report for r, report in self._reports.items() if now - report.seen_at < LIVE_S}

@@ -135,7 +135,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
 
         ``bentoml serve`` only marks the task (its worker runs on, and the task's answer
         then overwrites the mark) and answers 400; here the task is stopped and stays
-        ``canceled``, as BentoCloud does. A task that had already ended is left as it was.
+        ``canceled``. A task that had already ended is left as it was.
         """
         store = getattr(self, "_result_store", None)
         if not isinstance(store, HubResultStore):
