@@ -47,32 +47,36 @@ class RayMetricsMirror:
         self._registry = registry
         self._metrics: dict[tuple[str, str, tuple[str, ...]], Any] = {}
         self._last: dict[tuple[str, Labels], float] = {}
+        self._refused: set[str] = set()
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(MIRROR_S)
-            try:
-                self.mirror()
-            except Exception:  # a metric Ray cannot take must not stop the others
-                logger.exception("Mirroring the replica's metrics into Ray's failed.")
+            self.mirror()
 
     def mirror(self) -> None:
         """Record in Ray's metrics what changed in the registry since the last call."""
         for family in self._registry.collect():
-            if family.name.startswith(_LEFT_OUT):
+            if family.name.startswith(_LEFT_OUT) or family.name in self._refused:
                 continue
-            if family.type == "counter":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        self._add(sample, family.documentation)
-            elif family.type == "gauge":
-                for sample in family.samples:
-                    tags = _tags(sample.labels)
-                    self._metric(serve_metrics.Gauge, sample.name, family.documentation, tags).set(
-                        sample.value, tags=tags
-                    )
-            elif family.type == "histogram":
-                self._histogram(family.name, family.documentation, family.samples)
+            try:
+                self._mirror_family(family)
+            except Exception:  # one Ray cannot take (a reserved name, say): the others go on
+                self._refused.add(family.name)
+                logger.exception("Metric %s cannot go to Ray's metrics; left out.", family.name)
+
+    def _mirror_family(self, family: Any) -> None:
+        if family.type == "counter":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    self._add(sample, family.documentation)
+        elif family.type == "gauge":
+            for sample in family.samples:
+                tags = _tags(sample.labels)
+                gauge = self._metric(serve_metrics.Gauge, sample.name, family.documentation, tags)
+                gauge.set(sample.value, tags=tags)
+        elif family.type == "histogram":
+            self._histogram(family.name, family.documentation, family.samples)
 
     def _metric(self, kind: Any, name: str, doc: str, tags: dict[str, str], **extra: Any) -> Any:
         key = (kind.__name__, name, tuple(tags))
