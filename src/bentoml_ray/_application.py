@@ -9,6 +9,7 @@ deploys.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,13 +79,19 @@ def deployment(
             "bento_uri": bento_uri,
             "install_requirements": install_requirements,
         },
+        environ=os.environ,
     ).bind()
 
 
-def plan_layout(target: Any, options: Mapping[str, Any]) -> Layout:
+def plan_layout(
+    target: Any, options: Mapping[str, Any], environ: Mapping[str, str] | None
+) -> Layout:
     """Every check of ``deployment(target, **options)``, and the deployments it makes.
 
-    The Serve config export reads the layout; ``deployment()`` binds it.
+    The Serve config export reads the layout; ``deployment()`` binds it. ``environ`` fills
+    a service's ``envs`` entries that have no value (``deployment()``: the driver's
+    environment); None leaves them to wherever the application is built (a Serve config's
+    builder runs in the cluster), so no value of this shell's is written into a file.
     """
     service_deployment_config = options.get("service_deployment_config")
     runner_deployment_config = options.get("runner_deployment_config")
@@ -123,4 +130,5 @@ def plan_layout(target: Any, options: Mapping[str, Any]) -> Layout:
         runner_deployment_config,
         enable_batching is not False,
         options.get("batching_config"),
+        environ,
     )

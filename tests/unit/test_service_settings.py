@@ -6,6 +6,7 @@ an ``envs`` entry without a value) through the same planning ``deployment()`` ru
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +24,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _root_options(bento: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    layout = plan_layout(bento, {"service_deployment_config": options})
+    layout = plan_layout(bento, {"service_deployment_config": options}, os.environ)
     return dict(layout.ingress.options)
 
 
@@ -48,7 +49,7 @@ def test_the_users_target_wins_and_auto_replicas_take_the_services(counted_bento
 
 
 def test_an_env_without_a_value_takes_the_drivers(counted_bento: str) -> None:
-    layout = plan_layout(counted_bento, {})
+    layout = plan_layout(counted_bento, {}, os.environ)
     assert layout.ingress.env_vars["COUNTED_TOKEN"] == "from-the-driver"
 
 
@@ -57,10 +58,27 @@ def test_an_env_unset_everywhere_raises_naming_it(
 ) -> None:
     monkeypatch.delenv("COUNTED_TOKEN")
     with pytest.raises(InvalidDeploymentConfig, match="'COUNTED_TOKEN' without a value"):
-        plan_layout(counted_bento, {})
+        plan_layout(counted_bento, {}, os.environ)
     given = {"ray_actor_options": {"runtime_env": {"env_vars": {"COUNTED_TOKEN": "mine"}}}}
-    layout = plan_layout(counted_bento, {"service_deployment_config": given})
+    layout = plan_layout(counted_bento, {"service_deployment_config": given}, os.environ)
     assert "COUNTED_TOKEN" not in layout.ingress.env_vars  # the user's, merged in at bind
+
+
+def test_a_serve_config_being_written_leaves_envs_without_value_to_the_cluster(
+    counted_bento: str,
+) -> None:
+    layout = plan_layout(counted_bento, {}, environ=None)  # what `bentoml-ray build` plans
+    assert "COUNTED_TOKEN" not in layout.ingress.env_vars
+    assert "COUNTED_TOKEN" not in layout.source.runtime_env.get("env_vars", {})
+
+
+def test_a_written_serve_config_holds_no_value_of_the_drivers(counted_bento: str) -> None:
+    import json
+
+    from bentoml_ray._deploy.serve_config import config_of_plan, plan_application
+
+    written = json.dumps(config_of_plan(plan_application(counted_bento)))  # `bentoml-ray build`
+    assert "from-the-driver" not in written  # `serve`/`deploy` pass their environment
 
 
 def test_gpu_and_tpu_types_become_ray_accelerator_types() -> None:

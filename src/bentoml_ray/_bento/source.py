@@ -175,17 +175,16 @@ def _source_from_uri(
 
 
 def bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
-    """The bentofile's ``envs`` (but build-stage ones); one without a value takes the
-    driver's environment.
+    """The bentofile's ``envs`` that have a value, but build-stage ones.
 
-    One that is unset there too is left for the deployer to give (a 1.2+ service's own
-    ``envs``, which the Bento's include, are checked service by service:
-    ``_services.service_options.service_env_vars``).
+    The others are the deployer's to give; a 1.2+ service's own value-less ones are taken
+    from the driver's environment, service by service
+    (``_services.service_options.service_env_vars``). BentoML's "no value" is "".
     """
     return {
-        env.name: str(env.value or os.environ[env.name])  # BentoML's "no value" is ""
+        env.name: str(env.value)
         for env in bento.info.envs
-        if getattr(env, "stage", "all") != "build" and (env.value or env.name in os.environ)
+        if env.value and getattr(env, "stage", "all") != "build"
     }
 
 

@@ -121,7 +121,7 @@ def serve_command(
     Starts a fresh local Ray, or joins the cluster at RAY_ADDRESS if it is set (then only
     this application is removed on exit, not Serve).
     """
-    plan = plan_application(tag, _options(config_file))
+    plan = plan_application(tag, _options(config_file), environ=os.environ)
     app = plan.application()
 
     import ray
@@ -195,7 +195,7 @@ def deploy_command(
     Prints each deployment's state as it changes; exits 0 once the application is
     RUNNING, 1 if it fails (with Serve's message) or is not running after --timeout.
     """
-    plan = plan_application(tag, _options(config_file))
+    plan = plan_application(tag, _options(config_file), environ=os.environ)
     app = plan.application()
     app_name = name or plan.service_name
     _connect(address)

@@ -105,8 +105,16 @@ class ServePlan:
         return application_builder(self.args)
 
 
-def plan_application(tag: str, options: Mapping[str, Any] | None = None) -> ServePlan:
+def plan_application(
+    tag: str,
+    options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServePlan:
     """Resolve ``tag`` in the local store and check ``options`` by building the app once.
+
+    ``environ`` fills a service's ``envs`` without a value, as ``deployment()`` does with
+    the driver's: the CLI gives its own when it deploys, none when it writes a config
+    (the cluster's builder fills them there, and no value of this shell's lands in a file).
 
     ``route_prefix`` moves from ``service_deployment_config`` to Serve's own route prefix:
     inside the app it would be applied a second time under Serve's, and a shared cluster
@@ -127,7 +135,7 @@ def plan_application(tag: str, options: Mapping[str, Any] | None = None) -> Serv
             del checked["service_deployment_config"]
 
     local = {key: value for key, value in checked.items() if key not in _CLUSTER_SIDE_OPTIONS}
-    layout = plan_layout(bento, local)  # the Bento resolved, its service imported: once
+    layout = plan_layout(bento, local, environ)  # the Bento resolved, its service imported: once
     return ServePlan(
         tag=exact,
         service_name=layout.service_name,

@@ -48,6 +48,7 @@ def service_layout(
     dependency_deployment_config: object,
     enable_batching: bool,
     batching_config: object,
+    environ: Mapping[str, str] | None,
 ) -> Layout:
     """Check every option against the service graph; the deployments it then needs."""
     services = root.all_services(exclude_urls=True)
@@ -115,7 +116,7 @@ def service_layout(
             args=(name, batching, route_prefix) if is_root else (name, batching),
             calls=calls,
             max_retries=max_retries,
-            env_vars=service_env_vars(service, what, _given_env_vars(options)),
+            env_vars=service_env_vars(service, what, _given_env_vars(options), environ),
             configured=cast("Mapping[str, Any] | None", given),  # checked above
         )
         return specs[name].name

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .._batching_plan import MethodInfo
@@ -95,18 +96,23 @@ def deployment_defaults(service: Any) -> dict[str, Any]:
     return options
 
 
-def service_env_vars(service: Any, what: str, given: object = None) -> dict[str, str]:
+def service_env_vars(
+    service: Any, what: str, given: object, environ: Mapping[str, str] | None
+) -> dict[str, str]:
     """The ``envs`` a service declares, for its replicas' runtime env.
 
     An entry without a value is BentoML's way to say "take it from the environment at
-    deploy time": here, the driver's environment when ``deployment()`` runs, unless the
-    user's own runtime_env ``env_vars`` (``given``) has it.
+    deploy time": here from ``environ`` (the driver's, when ``deployment()`` runs), unless
+    the user's own runtime_env ``env_vars`` (``given``) has it. With no ``environ`` (a
+    Serve config being written) such entries are left for the cluster's builder.
     """
     env_vars: dict[str, str] = {}
     for env in service.envs:
         if getattr(env, "stage", "all") == "build":
             continue  # only for building the Bento's image
-        value = env.value or os.environ.get(env.name)  # BentoML's "no value" is ""
+        if not env.value and environ is None:
+            continue
+        value = env.value or (environ or {}).get(env.name)  # BentoML's "no value" is ""
         if value is None and isinstance(given, dict) and env.name in given:
             continue  # the user's runtime_env gives it
         if value is None:
