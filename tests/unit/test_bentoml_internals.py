@@ -99,6 +99,11 @@ def test_what_the_hub_replaces_in_bentomls_task_handling() -> None:
         "in_progress", "completed", "failed", "canceled"
     }  # fmt: skip
     assert {"serialize_request", "deserialize_response"} <= set(dir(internals.JSONSerde))
+    # BentoML closes the store when the service stops: the hub's store must take that.
+    from bentoml_ray._services.task_store import HubResultStore
+
+    assert "__aexit__" in factory.destroy_instance.__code__.co_names
+    assert hasattr(HubResultStore, "__aexit__")
 
 
 def test_the_configuration_cors_and_request_metrics_read() -> None:

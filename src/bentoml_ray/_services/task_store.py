@@ -42,6 +42,12 @@ class HubResultStore(ResultStore):  # type: ignore[misc]
         self._hub = hub
         self._serde = JSONSerde()
 
+    async def __aenter__(self) -> HubResultStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        """BentoML closes its store when the service stops; the hub's outlives the replica."""
+
     async def get_status(self, task_id: str) -> Any:
         return ResultRow(**_row(await self._hub.call("task_status", task_id)))
 
