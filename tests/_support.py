@@ -283,3 +283,57 @@ def picked_route(routes: list[Any], method: str, path: str) -> str | None:
         if match is Match.PARTIAL and partial is None:
             partial = str(route.name)
     return partial
+
+
+@contextlib.contextmanager
+def bentoml_serve(tag: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``bentoml serve`` of ``tag`` on a free loopback port for a ``with`` block.
+
+    Yields its URL at once, so that the caller can deploy the same Bento on Ray meanwhile;
+    ``wait_until_ready`` waits for it.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(process, timeout=30)
+
+
+def wait_until_ready(url: str, deadline_s: float = 120) -> None:
+    """Wait until ``url``'s ``/readyz`` answers 200 (``bentoml serve`` takes a while)."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not become ready in {deadline_s:.0f} s")
+
+
+def run_driver(script: str, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Run a driver ``script`` in a process of its own with ``spec`` as its argument; the
+    report (JSON) it prints last."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(spec)],
+        env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(report)  # its figures, for the record
+    return report
+
+
+def delete_apps(cluster: RayCluster, *names: str) -> None:
+    """``serve.delete`` the applications ``names`` on the ``ray start`` cluster."""
+    script = "import ray, sys\nfrom ray import serve\nray.init(log_to_driver=False)\n"
+    script += "for name in sys.argv[1:]: serve.delete(name)"
+    subprocess.run([sys.executable, "-c", script, *names], env=cluster.env, timeout=120)

@@ -14,17 +14,14 @@ that resource, and deploys:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import tempfile
 from typing import Any
 
 import httpx
-from _support import RayCluster
+from _support import RayCluster, delete_apps, run_driver
 
 VIRGINICA = [5.9, 3.0, 5.1, 1.8]
 
@@ -69,22 +66,8 @@ print(json.dumps(report))
 
 
 def _drive(cluster: RayCluster, spec: dict[str, Any], store: str) -> dict[str, Any]:
-    env = {**cluster.env, "BENTOML_HOME": store}
-    spec = {**spec, "serve_url": cluster.serve_url}
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(spec)],
-        env=env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(report)  # the time to the first 200, for the record
-    return report
-
-
-def _delete(cluster: RayCluster, *names: str) -> None:
-    script = "import ray, sys\nfrom ray import serve\nray.init(log_to_driver=False)\n"
-    script += "for name in sys.argv[1:]: serve.delete(name)"
-    subprocess.run([sys.executable, "-c", script, *names], env=cluster.env, timeout=120)
+    spec = {**spec, "serve_url": cluster.serve_url}  # each app's time to its first 200
+    return run_driver(DRIVER, spec, {**cluster.env, "BENTOML_HOME": store})
 
 
 def test_a_bento_shipped_through_ray_serves_on_a_node_without_it(
@@ -105,7 +88,7 @@ def test_a_bento_shipped_through_ray_serves_on_a_node_without_it(
     try:
         report = _drive(ray_cluster, spec, store)
     finally:
-        _delete(ray_cluster, "far_iris", "far_scorer")
+        delete_apps(ray_cluster, "far_iris", "far_scorer")
     assert not os.path.exists(store)
     assert report["far_iris"]["answer"] == [2]
     assert report["far_iris"]["on_far_node_only"]
@@ -141,7 +124,7 @@ def test_a_bento_from_a_uri_serves_with_no_store_anywhere(
             f"{ray_cluster.serve_url}/uri-iris/classify", json=[VIRGINICA], timeout=30
         ).json() == [2]
     finally:
-        _delete(ray_cluster, "uri_iris")
+        delete_apps(ray_cluster, "uri_iris")
         shutil.rmtree(exported, ignore_errors=True)
     assert report["uri_iris"]["answer"] == [2]
     assert report["uri_iris"]["on_far_node_only"]

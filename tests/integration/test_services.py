@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import bentoml
 import httpx
 import pytest
-from _support import BIN, EXAMPLES, deployed, free_port, stop_process_group
+from _support import EXAMPLES, bentoml_serve, deployed, wait_until_ready
 from ray import serve
 
 import bentoml_ray
@@ -42,27 +41,9 @@ def graph_url(serve_url: str, graph_bento: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def bentoml_serve_url(review_scorer_bento: str) -> Iterator[str]:
     """The same Bento under ``bentoml serve``, for side-by-side answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", review_scorer_bento, "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve did not become ready in 120 s")
+    with bentoml_serve(review_scorer_bento) as url:
+        wait_until_ready(url)
         yield url
-    finally:
-        stop_process_group(process, timeout=30)
 
 
 @pytest.mark.compat

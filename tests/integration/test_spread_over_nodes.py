@@ -11,12 +11,9 @@ hosts, with its deployment and replica labels.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any
 
-from _support import RayCluster
+from _support import RayCluster, delete_apps, run_driver
 
 DRIVER = """
 import json, sys, time
@@ -101,21 +98,7 @@ REQUESTS, TASKS = 40, 10
 
 def _drive(cluster: RayCluster, tag: str) -> dict[str, Any]:
     spec = {"tag": tag, "serve_url": cluster.serve_url, "requests": REQUESTS, "tasks": TASKS}
-    env = {**cluster.env, "COUNTED_TOKEN": "spread"}
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(spec)],
-        env=env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(report)
-    return report
-
-
-def _delete(cluster: RayCluster) -> None:
-    script = "import ray\nfrom ray import serve\nray.init(log_to_driver=False)\n"
-    script += "serve.delete('spread')"
-    subprocess.run([sys.executable, "-c", script], env=cluster.env, timeout=120)
+    return run_driver(DRIVER, spec, {**cluster.env, "COUNTED_TOKEN": "spread"})
 
 
 def test_tasks_and_metrics_do_not_depend_on_the_node_that_answers(
@@ -124,7 +107,7 @@ def test_tasks_and_metrics_do_not_depend_on_the_node_that_answers(
     try:
         report = _drive(ray_cluster, counted_bento)
     finally:
-        _delete(ray_cluster)
+        delete_apps(ray_cluster, "spread")
     assert len(report["answers_by_node"]) == 2, "every request went to one node"
     assert report["polls_not_found"] == 0
     assert report["fetched"] == 2 * TASKS

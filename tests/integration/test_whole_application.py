@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, FIXTURES, build_bento, deployed, free_port, stop_process_group
+from _support import FIXTURES, bentoml_serve, build_bento, deployed, wait_until_ready
 from prometheus_client.parser import text_string_to_metric_families
 
 import bentoml_ray
@@ -217,30 +216,14 @@ def cors_config(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def cors_urls(serve_url: str, iris_bento: str, cors_config: str) -> Iterator[dict[str, str]]:
     """The iris example with BentoML's CORS configuration: on Ray, and under bentoml serve."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", iris_bento, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "BENTOML_CONFIG": cors_config},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
     env = {"runtime_env": {"env_vars": {"BENTOML_CONFIG": cors_config}}}
     app = bentoml_ray.deployment(iris_bento, {"ray_actor_options": env})
-    try:
-        with deployed(app, "cors-iris", "/cors-iris"):
-            bentoml_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{bentoml_url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                pytest.fail("bentoml serve did not become ready in 120 s")
-            yield {"ray": f"{serve_url}/cors-iris", "bentoml": bentoml_url}
-    finally:
-        stop_process_group(process, timeout=30)
+    with (
+        bentoml_serve(iris_bento, {**os.environ, "BENTOML_CONFIG": cors_config}) as url,
+        deployed(app, "cors-iris", "/cors-iris"),  # while bentoml serve starts
+    ):
+        wait_until_ready(url)
+        yield {"ray": f"{serve_url}/cors-iris", "bentoml": url}
 
 
 def _cors(answer: httpx.Response) -> tuple[int, dict[str, str]]:
