@@ -142,20 +142,32 @@ def wait_replaced(app: str, deployment: str, before: list[str], bound_s: float) 
         time.sleep(0.1)
 
 
-def replica_pids(app: str) -> dict[str, int]:
-    """Process ids of ``app``'s replicas, from their process titles (``ServeReplica:...``)."""
-    pids = {}
-    for proc in pathlib.Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        marker = f"ServeReplica:{app}:"
-        if marker in cmdline:
-            pids[cmdline.split(marker, 1)[1].split()[0] + f"#{proc.name}"] = int(proc.name)
-    return pids
+def replica_pids(app: str, deployments: list[str], bound_s: float = 30.0) -> dict[str, int]:
+    """Process ids of ``deployments``' replicas in ``app``, from their process titles.
+
+    Ray sets a replica's title (``ServeReplica:<app>:<deployment>``) from inside the new
+    process, a moment after Serve reports the application running, so this waits (bounded)
+    until every deployment named has one.
+    """
+    marker = f"ServeReplica:{app}:"
+    deadline = time.monotonic() + bound_s
+    while True:
+        pids = {}
+        for proc in pathlib.Path("/proc").iterdir():
+            try:
+                raw = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+            except OSError:
+                continue
+            cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
+            if marker in cmdline:
+                deployment = cmdline.split(marker, 1)[1].split()[0]
+                if deployment in deployments:
+                    pids[f"{deployment}#{proc.name}"] = int(proc.name)
+        missing = set(deployments) - {name.split("#")[0] for name in pids}
+        if not missing:
+            return pids
+        assert time.monotonic() < deadline, f"no process titled for {missing}"
+        time.sleep(0.2)
 
 
 def rss_bytes(pid: int) -> int:

@@ -71,8 +71,9 @@ def test_sustained_load_at_64_connections_has_no_errors_and_no_memory_creep(
     app = "soak-iris"
     with deployed(bentoml_ray.deployment(iris_bento), app, route_prefix=f"/{app}"):
         url = f"{serve_url}/{app}/classify"
-        pids = replica_pids(app)
-        assert len(pids) == 2, pids  # the API server and the runner
+        api_server = bentoml_ray.api_server_deployment_name("iris_classifier")
+        runner = bentoml_ray.runner_deployment_name("iris_classifier", "iris_clf")
+        pids = replica_pids(app, [api_server, runner])
         warm = wrk(url, WARM_UP_S)
         after_warm_up = {name: rss_bytes(pid) for name, pid in pids.items()}
         start = time.monotonic()
