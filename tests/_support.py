@@ -40,6 +40,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bentoml_config_restored() -> Iterator[None]:
+    """BentoML's process-wide configuration, put back as it was when the block (a module
+    fixture) ends: loading a 1.2+ service (``inject_config``) swaps it for the 1.2+ form,
+    and the runner-based Bentos later tests load in this process need the other."""
+    import copy
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    saved = copy.deepcopy(BentoMLContainer.config.get())
+    yield
+    BentoMLContainer.config.set(saved)
+
+
 def load_module(path: pathlib.Path, name: str | None = None) -> ModuleType:
     """Import a file as a module, with its folder importable (as ``serve run`` does)."""
     sys.path.insert(0, str(path.parent))

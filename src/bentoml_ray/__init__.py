@@ -3,6 +3,7 @@
     import bentoml_ray
 
     app = bentoml_ray.deployment("iris_classifier:latest")   # then `serve run module:app`
+    scored = bentoml_ray.map_api(dataset, "iris_classifier:latest", "classify")  # offline
 
 Importing this package also makes ``bentoml.ray.deployment`` resolve to
 ``bentoml_ray.deployment``, so code written for BentoML's original integration runs as is.
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ._application import deployment
     from ._deploy.serve_config import application_builder
     from ._hub.deployment import hub_deployment_name
+    from ._offline.map_api import map_api
     from ._runners.layout import api_server_deployment_name, runner_deployment_name
     from ._services.layout import service_deployment_name
 
@@ -34,6 +36,7 @@ _DEFINED_IN = {
     "deployment": "._application",
     "application_builder": "._deploy.serve_config",
     "hub_deployment_name": "._hub.deployment",
+    "map_api": "._offline.map_api",
     "api_server_deployment_name": "._runners.layout",
     "runner_deployment_name": "._runners.layout",
     "service_deployment_name": "._services.layout",
@@ -59,6 +62,7 @@ __all__ = [
     "application_builder",
     "deployment",
     "hub_deployment_name",
+    "map_api",
     "runner_deployment_name",
     "service_deployment_name",
 ]

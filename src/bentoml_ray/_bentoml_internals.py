@@ -30,8 +30,12 @@ try:
     from _bentoml_impl.tasks.serde import JSONSerde
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.service.dependency import Dependency
+    from bentoml._internal.io_descriptors.file import File
+    from bentoml._internal.io_descriptors.image import Image
     from bentoml._internal.io_descriptors.json import JSON
     from bentoml._internal.io_descriptors.numpy import NumpyNdarray
+    from bentoml._internal.io_descriptors.pandas import PandasDataFrame
+    from bentoml._internal.io_descriptors.text import Text
     from bentoml._internal.runner.container import AutoContainer
     from bentoml._internal.runner.runner import Runner, RunnerMethod
     from bentoml._internal.runner.runner_handle import RunnerHandle
@@ -187,6 +191,18 @@ def numpy_dtype(descriptor: object) -> np.dtype[Any] | None:
     return None if dtype is None else np.dtype(dtype)
 
 
+def numpy_shape(descriptor: NumpyNdarray) -> tuple[int, ...] | None:
+    """The shape a ``NumpyNdarray`` descriptor declares (-1: any length), or None."""
+    shape = getattr(descriptor, "_shape", None)
+    return None if shape is None else tuple(shape)
+
+
+def json_model(descriptor: JSON) -> type[Any] | None:
+    """The pydantic model a ``JSON`` descriptor parses its input into, or None."""
+    model: type[Any] | None = getattr(descriptor, "_pydantic_model", None)
+    return model
+
+
 __all__ = [
     "INDEX_HTML",
     "JSON",
@@ -196,6 +212,8 @@ __all__ = [
     "CompletedResultRow",
     "ContextMiddleware",
     "Dependency",
+    "File",
+    "Image",
     "InferenceAPI",
     "JSONSerde",
     "LegacyService",
@@ -203,6 +221,7 @@ __all__ = [
     "MaxConcurrencyMiddleware",
     "NewService",
     "NumpyNdarray",
+    "PandasDataFrame",
     "ResultRow",
     "ResultStatus",
     "ResultStore",
@@ -211,6 +230,7 @@ __all__ = [
     "RunnerMethod",
     "RunnerTrafficMetricsMiddleware",
     "ServiceAppFactory",
+    "Text",
     "TimeoutMiddleware",
     "api_server_timeout",
     "bento_model_paths",
@@ -219,7 +239,9 @@ __all__ = [
     "deployment_hooks",
     "get_original_func",
     "is_async_callable",
+    "json_model",
     "numpy_dtype",
+    "numpy_shape",
     "prepare_task_store",
     "request_metrics_config",
     "resolve_dependency",

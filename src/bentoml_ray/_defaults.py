@@ -68,3 +68,8 @@ METRICS_REPORT_WAIT_S = 2.0
 #: How often a replica mirrors its Prometheus registry into Ray's metrics; Ray's agents
 #: export every 10 s by default, so a mirror twice as often loses nothing.
 RAY_METRICS_MIRROR_S = 5.0
+
+#: Ray Data actors ``map_api`` starts unless ``concurrency`` (or ``compute``) says: each
+#: loads the Bento's models, and one fits any machine. Ray Data's own default differs by
+#: release (2.47 requires the option; 2.60 grows a pool without bound).
+OFFLINE_CONCURRENCY = 1

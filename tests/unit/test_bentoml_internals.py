@@ -7,7 +7,8 @@ import os
 
 import bentoml
 import numpy as np
-from bentoml.io import JSON, NumpyNdarray
+import pydantic
+from bentoml.io import JSON, File, Image, NumpyNdarray, PandasDataFrame, Text
 
 from bentoml_ray import _bentoml_internals as internals
 
@@ -34,6 +35,17 @@ def test_io_descriptor_internals() -> None:
     assert internals.numpy_dtype(NumpyNdarray()) is None
     assert internals.numpy_dtype(JSON()) is None
     assert isinstance(JSON(), internals.JSON)
+    assert internals.numpy_shape(NumpyNdarray(shape=(-1, 4))) == (-1, 4)
+    assert internals.numpy_shape(NumpyNdarray()) is None
+
+    class Point(pydantic.BaseModel):
+        x: float
+
+    assert internals.json_model(JSON(pydantic_model=Point)) is Point
+    assert internals.json_model(JSON()) is None
+    assert isinstance(PandasDataFrame(), internals.PandasDataFrame)
+    assert isinstance(Text(), internals.Text) and internals.Image is Image  # needs Pillow
+    assert isinstance(File(), internals.File)
 
 
 def test_batch_containers_round_trip() -> None:

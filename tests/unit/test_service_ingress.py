@@ -8,7 +8,6 @@ answers through Ray in ``integration/test_services``, ``test_bad_input`` and
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -16,8 +15,7 @@ from typing import Any
 
 import bentoml
 import pytest
-from _support import picked_route
-from bentoml._internal.configuration.containers import BentoMLContainer
+from _support import bentoml_config_restored, picked_route
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -86,13 +84,7 @@ class AppProbe:
         return "never"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _bentoml_config_restored() -> Iterator[None]:
-    """``inject_config`` swaps BentoML's process-wide configuration for the 1.2+ form; the
-    tests after these build runner-based Bentos in this process, which need the other."""
-    saved = copy.deepcopy(BentoMLContainer.config.get())
-    yield
-    BentoMLContainer.config.set(saved)
+_bentoml_config_restored = pytest.fixture(autouse=True, scope="module")(bentoml_config_restored)
 
 
 def _factory(service: Any = AppProbe) -> RayServiceAppFactory:

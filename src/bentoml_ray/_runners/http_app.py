@@ -219,14 +219,14 @@ def service_app(svc: Any) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal ready
         for hook in [*svc.startup_hooks, svc.on_asgi_app_startup]:
-            await _call_hook(hook)
+            await call_hook(hook)
         ready = True
         try:
             yield
         finally:
             ready = False
             for hook in [*svc.shutdown_hooks, svc.on_asgi_app_shutdown]:
-                await _call_hook(hook)
+                await call_hook(hook)
 
     middleware = [Middleware(cls, **options) for cls, options in svc.middlewares]
     cors = cors_options()
@@ -240,7 +240,7 @@ def is_api_route(route: BaseRoute) -> bool:
     return isinstance(route, Route) and getattr(route.endpoint, "is_api", False)
 
 
-async def _call_hook(hook: Callable[..., Any]) -> None:
+async def call_hook(hook: Callable[..., Any]) -> None:
     # BentoML's legacy hooks take no argument; ``with_app_arg`` in BentoML adapts them the same way.
     result = hook()
     if inspect.isawaitable(result):

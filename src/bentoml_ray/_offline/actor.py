@@ -1,0 +1,154 @@
+"""The callable class Ray Data's actors run: a Bento loaded once, its API over each batch.
+
+Each actor keeps an event loop of its own in a thread, where the service lives (its
+runners' locks, a dependency's handles and BentoML's async code all want one loop for the
+actor's life), whichever thread Ray Data calls it from. A batch goes in as numpy columns
+and comes back with the input columns, the result column(s), and the error column when
+failed rows are kept.
+
+A per-batch call that fails is made again row by row, so that only the rows that fail
+are failed, and so that the job's error can name the row.
+
+Runs in a Ray Data actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from .._bento.source import BentoSource
+from .._errors import BentoRayError
+from .._replica.calls import CallTarget
+from .columns import batch_length, column_of, result_columns
+from .plan import ApiPlan
+
+T = TypeVar("T")
+
+
+class ApiFailedOnRow(BentoRayError):
+    """The API raised on a row (or its input model rejected it), and failed rows fail the job."""
+
+
+class ApiCalls(Protocol):
+    async def start(self) -> None: ...
+
+    async def call_batch(
+        self, batch: Mapping[str, np.ndarray], start: int, stop: int
+    ) -> list[Any]: ...
+
+    async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any: ...
+
+
+class BentoApiActor:
+    def __init__(
+        self,
+        source: BentoSource,
+        plan: ApiPlan,
+        service_name: str,
+        dependencies: Mapping[str, str],
+        application: str | None,
+    ) -> None:
+        self.plan = plan
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="bentoml-api", daemon=True).start()
+        self._calls = self._on_loop(self._start(source, service_name, dependencies, application))
+
+    async def _start(
+        self,
+        source: BentoSource,
+        service_name: str,
+        dependencies: Mapping[str, str],
+        application: str | None,
+    ) -> ApiCalls:
+        calls: ApiCalls
+        if self.plan.runner_input is not None:
+            from .runner_calls import RunnerApiCalls
+
+            calls = RunnerApiCalls(source, self.plan)
+        else:
+            from .service_calls import ServiceApiCalls
+
+            handles = {}
+            if dependencies:
+                from ray import serve
+
+                handles = {
+                    service: CallTarget(serve.get_deployment_handle(deployment, application))
+                    for service, deployment in dependencies.items()
+                }
+            calls = ServiceApiCalls(source, self.plan, service_name, handles)
+        await calls.start()
+        return calls
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._on_loop(self._score(batch))
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def _score(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch_length(batch)
+        results: list[Any] = [None] * rows
+        errors: list[str | None] = [None] * rows
+        if self.plan.per_batch:
+            size = self.plan.max_batch_size or rows or 1
+            for start in range(0, rows, size):
+                stop = min(rows, start + size)
+                try:
+                    results[start:stop] = await self._calls.call_batch(batch, start, stop)
+                except Exception:
+                    singles = [
+                        self._calls.call_batch(batch, row, row + 1) for row in range(start, stop)
+                    ]
+                    outcomes = await asyncio.gather(*singles, return_exceptions=True)
+                    for row, outcome in enumerate(outcomes, start):
+                        self._record(batch, row, outcome, results, errors, single=True)
+        else:
+            calls = [self._calls.call_row(batch, row) for row in range(rows)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            for row, outcome in enumerate(outcomes):
+                self._record(batch, row, outcome, results, errors, single=False)
+        answer = dict(batch)
+        answer.update(result_columns(results, self.plan.output_column))
+        if self.plan.error_column is not None:
+            answer[self.plan.error_column] = column_of(errors)
+        return answer
+
+    def _record(
+        self,
+        batch: Mapping[str, np.ndarray],
+        row: int,
+        outcome: Any,
+        results: list[Any],
+        errors: list[str | None],
+        single: bool,
+    ) -> None:
+        if not isinstance(outcome, BaseException):
+            results[row] = outcome[0] if single else outcome
+            return
+        if not isinstance(outcome, Exception):
+            raise outcome  # a cancellation, an interpreter exit
+        if self.plan.error_column is None:
+            raise ApiFailedOnRow(
+                f"API {self.plan.api!r} failed on the row {_describe(batch, row)}: "
+                f"{type(outcome).__name__}: {outcome}. (map_api(on_error='column') keeps "
+                "going and puts each failed row's error in a column.)"
+            ) from outcome
+        errors[row] = f"{type(outcome).__name__}: {outcome}"
+
+
+def _describe(batch: Mapping[str, np.ndarray], row: int) -> str:
+    """A row, short enough for an error message."""
+    shown = {name: column[row] for name, column in batch.items()}
+    text = repr(
+        {
+            name: value.tolist() if hasattr(value, "tolist") else value
+            for name, value in shown.items()
+        }
+    )
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,91 @@
+"""Between Ray Data's column batches (``dict[str, np.ndarray]``) and an API's values.
+
+A row's value leaves the batch as the plain Python value it stands for (a numpy scalar
+becomes ``int``, ``float``, ``str``...), except a tensor cell, which stays an array when the
+API wants one. Results go back as columns: a mapping's keys (a dict, a pydantic model, a
+DataFrame's row) become columns of their own; anything else fills the output column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def batch_length(batch: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def cell(column: np.ndarray, row: int, keep_array: bool = False) -> Any:
+    """Row ``row`` of ``column`` as a Python value (a tensor cell as an array if asked)."""
+    value = column[row]
+    if isinstance(value, np.ndarray):
+        return value if keep_array else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def values(column: np.ndarray, keep_array: bool = False) -> Any:
+    """A whole column as the API's batch: an array if asked, else a list of Python values."""
+    if keep_array:
+        return column if column.dtype != object else np.stack(list(column))
+    return column.tolist()
+
+
+def split_rows(result: Any, rows: int, axis: int = 0) -> list[Any]:
+    """A per-batch call's result, one item per row; an error if it has another length."""
+    if hasattr(result, "to_dict") and hasattr(result, "columns"):  # a pandas DataFrame
+        items: list[Any] = result.to_dict("records")
+    elif isinstance(result, np.ndarray):
+        items = list(np.moveaxis(result, axis, 0)) if result.ndim else [result]
+    elif hasattr(result, "to_numpy"):  # a pandas Series
+        items = list(result.to_numpy())
+    elif isinstance(result, list | tuple):
+        items = list(result)
+    else:
+        raise TypeError(
+            f"a batch of {rows} rows gave one {type(result).__name__}, not one value per row"
+        )
+    if len(items) != rows:
+        raise ValueError(f"a batch of {rows} rows gave {len(items)} values, not one per row")
+    return items
+
+
+def plain(value: Any) -> Any:
+    """A result as a column value: a pydantic model as its dict, an image as its array."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if hasattr(value, "getdata") and hasattr(value, "mode"):  # a PIL image
+        return np.asarray(value)
+    return value
+
+
+def result_columns(results: list[Any], output_column: str) -> dict[str, np.ndarray]:
+    """The results of a batch's rows as columns (None where a row failed)."""
+    done = [plain(value) for value in results]
+    present = [value for value in done if value is not None]
+    if present and all(isinstance(value, Mapping) for value in present):
+        keys = list(dict.fromkeys(key for value in present for key in value))
+        return {
+            str(key): column_of([None if v is None else v.get(key) for v in done]) for key in keys
+        }
+    return {output_column: column_of(done)}
+
+
+def column_of(items: list[Any]) -> np.ndarray:
+    """One column from one value per row, typed where numpy can type it."""
+    if items and all(item is not None for item in items):
+        try:
+            array = np.asarray(items)
+        except ValueError:  # ragged
+            pass
+        else:
+            if array.dtype != object and len(array) == len(items):
+                return array
+    column = np.empty(len(items), dtype=object)
+    for index, item in enumerate(items):
+        column[index] = item
+    return column

@@ -1,0 +1,135 @@
+"""Offline inference without Ray: the plan's checks, the column conversions, and the actor's
+own work on real services loaded in this process (Ray Data runs it in tests/integration).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bentoml
+import numpy as np
+import pytest
+from _support import FIXTURES, bentoml_config_restored
+
+from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray._bento.source import resolve_target
+from bentoml_ray._offline.actor import ApiFailedOnRow, BentoApiActor
+from bentoml_ray._offline.columns import column_of, result_columns, split_rows
+from bentoml_ray._offline.map_api import _check_ray_data_options
+from bentoml_ray._offline.plan import ApiPlan, plan_api
+
+VIRGINICA = [5.9, 3.0, 5.1, 1.8]
+
+
+_bentoml_config_restored = pytest.fixture(autouse=True, scope="module")(bentoml_config_restored)
+
+
+@pytest.fixture(scope="module")
+def probe() -> Any:
+    return bentoml.load(
+        "service:OfflineProbe", working_dir=str(FIXTURES / "offline_probe"), reload=True
+    )
+
+
+def plan(svc: Any, api: str, columns: list[str], **given: Any) -> ApiPlan:
+    options: dict[str, Any] = {
+        "input_columns": None, "output_column": "output", "on_error": "raise",
+        "error_column": "error", **given,
+    }  # fmt: skip
+    return plan_api(svc, api, columns, **options)
+
+
+def actor(target: Any, api: str, columns: list[str], **given: Any) -> BentoApiActor:
+    source, svc = resolve_target(target)
+    return BentoApiActor(source, plan(svc, api, columns, **given), str(svc.name), {}, None)
+
+
+# First in the module: a runner-based Bento loads only before a 1.2+ service has swapped
+# BentoML's configuration (restored when the module ends).
+def test_a_runner_api_gets_the_batch_as_its_array(iris_bento: str) -> None:
+    _, svc = resolve_target(iris_bento)
+    found = plan(svc, "classify", ["input_series"])
+    assert found.per_batch and found.runner_input == "ndarray" and found.max_batch_size is None
+    rows = np.array([VIRGINICA, [5.1, 3.5, 1.4, 0.2]] * 5)
+    answer = actor(iris_bento, "classify", ["input_series"])({"input_series": rows})
+    assert answer["output"].tolist() == [2, 0] * 5
+    # Scalar columns side by side make the rows, when input_columns names them.
+    columns = {name: rows[:, i] for i, name in enumerate(["a", "b", "c", "d"])}
+    side_by_side = actor(iris_bento, "classify", list(columns), input_columns=list(columns))
+    assert side_by_side(columns)["output"].tolist() == [2, 0] * 5
+    with pytest.raises(InvalidDeploymentConfig, match=r"column 'input_series'.*input_columns"):
+        plan(svc, "classify", ["a", "b"])
+    with pytest.raises(InvalidDeploymentConfig, match="names 'e', not in the Dataset"):
+        plan(svc, "classify", ["a", "b"], input_columns=["a", "e"])
+
+
+def test_a_batchable_api_is_called_per_chunk_of_its_max_batch_size(probe: Any) -> None:
+    found = plan(probe, "measure", ["texts", "id"])
+    assert found.per_batch and found.max_batch_size == 16
+    assert found.inputs == (("texts", "texts"),) and found.runner_input is None
+    texts = [f"row {i}" * (i % 3 + 1) for i in range(40)]
+    answer = actor(probe, "measure", ["texts"])({"texts": np.array(texts, dtype=object)})
+    assert list(answer["batch"]) == [16] * 32 + [8] * 8  # chunks of 16, 16 and 8
+    assert list(answer["length"]) == [len(text) for text in texts]  # a dict's keys: columns
+    assert list(answer["texts"]) == texts  # the input columns stay
+
+
+def test_an_api_is_called_per_row_with_its_parameters_from_columns(probe: Any) -> None:
+    found = plan(probe, "scale", ["value", "factor"])
+    assert not found.per_batch and found.inputs == (("value", "value"), ("factor", "factor"))
+    assert plan(probe, "scale", ["value"]).inputs == (("value", "value"),)  # factor defaults
+    answer = actor(probe, "scale", ["value"])({"value": np.array([1.0, 2.5])})
+    assert answer["output"].tolist() == [2.0, 5.0]
+    streamed = actor(probe, "words", ["text"])({"text": np.array(["a b", "c"], dtype=object)})
+    assert streamed["output"].tolist() == ["a b ", "c "]  # a stream, joined
+
+
+def test_an_array_api_gets_the_tensor_column_as_one_array(probe: Any) -> None:
+    rows = np.arange(24, dtype=float).reshape(12, 2)
+    answer = actor(probe, "row_means", ["rows"])({"rows": rows})
+    assert answer["output"].tolist() == rows.mean(axis=1).tolist()
+
+
+def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(probe: Any) -> None:
+    values = np.array([1.0, -3.0, 2.0])
+    kept = actor(probe, "scale", ["value"], on_error="column")({"value": values})
+    assert kept["output"].tolist() == [2.0, None, 4.0]
+    assert kept["error"][0] is None and kept["error"][2] is None
+    assert kept["error"][1] == "ValueError: negative value -3.0"
+    with pytest.raises(ApiFailedOnRow, match=r"'scale' failed on the row \{'value': -3.0\}"):
+        actor(probe, "scale", ["value"])({"value": values})
+
+    # A batch its input model rejects is called again row by row: one row fails, not 16.
+    texts = np.array(["a", None, "abc"], dtype=object)
+    kept = actor(probe, "measure", ["texts"], on_error="column")({"texts": texts})
+    assert kept["length"].tolist() == [1, None, 3] and kept["batch"].tolist() == [1, None, 1]
+    assert "ValidationError" in kept["error"][1] and kept["error"][0] is None
+
+
+def test_wrong_apis_columns_and_options_are_refused_naming_what_is_allowed(probe: Any) -> None:
+    with pytest.raises(InvalidDeploymentConfig, match=r"no API 'mesure'.*'measure'.*Its APIs"):
+        plan(probe, "mesure", ["texts"])
+    with pytest.raises(InvalidDeploymentConfig, match=r"needs the column.*'value'.*Its columns"):
+        plan(probe, "scale", ["values"])
+    with pytest.raises(InvalidDeploymentConfig, match=r"on_error must be 'raise'.*or 'column'"):
+        plan(probe, "scale", ["value"], on_error="skip")
+    with pytest.raises(InvalidDeploymentConfig, match="input_columns is for runner-based"):
+        plan(probe, "scale", ["value"], input_columns=["value"])
+    with pytest.raises(InvalidDeploymentConfig, match=r"'batch_sise'.*Did you mean 'batch_size'"):
+        _check_ray_data_options({"batch_sise": 10})
+    with pytest.raises(InvalidDeploymentConfig, match="map_api sets 'batch_format' itself"):
+        _check_ray_data_options({"batch_format": "pandas"})
+    with pytest.raises(InvalidDeploymentConfig, match="batch_size must be a whole number"):
+        _check_ray_data_options({"batch_size": 0})
+    options = {"batch_size": 8, "num_cpus": 0.5, "resources": {"far": 1}, "concurrency": 2}
+    assert _check_ray_data_options(options) == options
+
+
+def test_results_become_columns() -> None:
+    assert [row.tolist() for row in split_rows(np.array([[1, 2], [3, 4]]), 2)] == [[1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="a batch of 3 rows gave 2 values"):
+        split_rows([1, 2], 3)
+    spread = result_columns([{"a": 1, "b": "x"}, None, {"a": 3}], "output")
+    assert spread["a"].tolist() == [1, None, 3] and spread["b"].tolist() == ["x", None, None]
+    assert result_columns([1.5, 2.5], "score")["score"].dtype == np.float64
+    assert column_of([[1], [2, 3]]).dtype == object  # ragged: one object per row
