@@ -4,6 +4,7 @@ own work on real services loaded in this process (Ray Data runs it in tests/inte
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import bentoml
@@ -13,7 +14,7 @@ from _support import FIXTURES, bentoml_config_restored
 
 from bentoml_ray import InvalidDeploymentConfig
 from bentoml_ray._bento.source import resolve_target
-from bentoml_ray._offline.actor import ApiFailedOnRow, BentoApiActor
+from bentoml_ray._offline.actor import ApiFailedOnRow, BentoApiActor, row_failure
 from bentoml_ray._offline.columns import column_of, result_columns, split_rows
 from bentoml_ray._offline.map_api import _check_ray_data_options
 from bentoml_ray._offline.plan import ApiPlan, plan_api
@@ -96,8 +97,14 @@ def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(probe: Any) 
     assert kept["output"].tolist() == [2.0, None, 4.0]
     assert kept["error"][0] is None and kept["error"][2] is None
     assert kept["error"][1] == "ValueError: negative value -3.0"
-    with pytest.raises(ApiFailedOnRow, match=r"'scale' failed on the row \{'value': -3.0\}"):
+    named = r"'scale' failed on the row \{'value': -3.0\}"
+    with pytest.raises(ApiFailedOnRow, match=named) as raised:
         actor(probe, "scale", ["value"])({"value": values})
+    # The driver gets it as traceback text inside Ray's error; the CLI finds it there.
+    text = "".join(traceback.format_exception(raised.value)) + "\nUserCodeException: UDF failed"
+    failure = "API 'scale' failed on the row {'value': -3.0}: ValueError: negative value -3.0."
+    assert row_failure(f"ray::MapWorker(...)\n{text}") == failure
+    assert row_failure("ray.exceptions.RayTaskError: something else") is None
 
     # A batch its input model rejects is called again row by row: one row fails, not 16.
     texts = np.array(["a", None, "abc"], dtype=object)

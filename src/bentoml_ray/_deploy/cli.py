@@ -437,6 +437,7 @@ def batch_command(
     """
     import ray.data
 
+    from .._offline.actor import row_failure
     from .._offline.files import file_format, read_rows, write_rows
     from .._offline.map_api import map_api
 
@@ -460,6 +461,11 @@ def batch_command(
     try:
         answers = map_api(read_rows(input_path, source_format), tag, api, **options)
         write_rows(answers, output_path, target_format)
+    except Exception as exc:
+        failed_row = row_failure(str(exc))
+        if failed_row is None:
+            raise
+        _fail(f"{failed_row} (--on-error column keeps going.) {output_path} is incomplete.")
     finally:
         ray.shutdown()
     click.echo(f"Wrote the answers of {api!r} to {output_path} ({target_format}).")

@@ -15,6 +15,7 @@ Runs in a Ray Data actor.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
@@ -30,8 +31,22 @@ from .plan import ApiPlan
 T = TypeVar("T")
 
 
+#: Ends every row failure's message (``row_failure`` finds the message by it).
+_KEEP_GOING = "(on_error='column' keeps going and puts each failed row's error in a column.)"
+
+
 class ApiFailedOnRow(BentoRayError):
     """The API raised on a row (or its input model rejected it), and failed rows fail the job."""
+
+
+def row_failure(error_text: str) -> str | None:
+    """The row failure an actor raised, from the text of the error the driver got.
+
+    Ray hands the driver a ``RayTaskError`` around Ray Data's own error, with the actor's
+    exceptions as traceback text only.
+    """
+    found = re.search(rf"ApiFailedOnRow: (.*?) {re.escape(_KEEP_GOING)}", error_text, re.DOTALL)
+    return None if found is None else found.group(1)
 
 
 class ApiCalls(Protocol):
@@ -136,8 +151,7 @@ class BentoApiActor:
         if self.plan.error_column is None:
             raise ApiFailedOnRow(
                 f"API {self.plan.api!r} failed on the row {_describe(batch, row)}: "
-                f"{type(outcome).__name__}: {outcome}. (map_api(on_error='column') keeps "
-                "going and puts each failed row's error in a column.)"
+                f"{type(outcome).__name__}: {outcome}. {_KEEP_GOING}"
             ) from outcome
         errors[row] = f"{type(outcome).__name__}: {outcome}"
 
