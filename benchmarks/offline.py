@@ -108,12 +108,12 @@ def timed_job(score: Callable[[], Any], rows: int, marker: str) -> dict[str, flo
 
 
 def http_rows_per_s(tag: str, path: str, body: str, seconds: int, port: int) -> float:
+    """Rows/s of one-row requests to the Bento served by bentoml-ray (Serve on ``port``)."""
     from ray import serve
     from run import run_wrk, wait_ok
 
     import bentoml_ray
 
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(bentoml_ray.deployment(tag), name="http-loop", route_prefix="/")
     url = f"http://127.0.0.1:{port}{path}"
     wait_ok(url, body)
@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     pool = ray.data.ActorPoolStrategy(size=args.actors)
     common = {"batch_size": args.batch_size, "compute": pool, "num_cpus": 1}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                     "actor_mib": max(m["actor_mib"] for m in measured),
                 })  # fmt: skip
             path, body = http[name]
-            rps = http_rows_per_s(tags[name], path, body, args.http_seconds, free_port())
+            rps = http_rows_per_s(tags[name], path, body, args.http_seconds, port)
             print(f"[{name}] HTTP loop at 32 connections: {rps:.0f} rows/s", flush=True)
             results["rows"].append({"workload": name, "target": "HTTP loop, 32 connections",
                                     "rows_per_s": rps, "actor_mib": None})  # fmt: skip

@@ -18,8 +18,8 @@ from typing import Any
 
 from ray import serve
 
-from ._errors import InvalidDeploymentConfig
-from ._options import check_mapping, did_you_mean, is_int
+from ._errors import InvalidDeploymentConfig, did_you_mean
+from ._options import check_mapping, is_int
 from ._ray_compat import RAY_BATCH_DEFAULTS, RAY_BATCH_OPTIONS, newer_ray_hint
 
 

@@ -1,10 +1,13 @@
-"""The exceptions bentoml-ray raises before anything is deployed.
+"""The exceptions bentoml-ray raises before anything is deployed, and their spelling hints.
 
 Both derive from the builtin a caller would reach for (``ValueError``, ``LookupError``), so
 code written against the original ``bentoml.ray`` that caught those keeps working.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class BentoRayError(Exception):
@@ -20,3 +23,9 @@ class InvalidDeploymentConfig(BentoRayError, ValueError):
 
 class BentoNotFound(BentoRayError, LookupError):
     """The Bento tag is not in the BentoML store this process reads."""
+
+
+def did_you_mean(name: str, allowed: Iterable[str]) -> str:
+    """A short hint naming the closest allowed spelling, or nothing."""
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -8,12 +8,11 @@ else Ray validates when the deployment is declared, still before anything deploy
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ._defaults import MAX_RETRIES, MAX_RETRIES_LIMIT
-from ._errors import InvalidDeploymentConfig
+from ._errors import InvalidDeploymentConfig, did_you_mean
 from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, newer_ray_hint
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
@@ -24,12 +23,6 @@ CALLEE_OPTIONS: frozenset[str] = frozenset({"max_retries"})
 
 #: Options bentoml-ray takes for runners on top of ``CALLEE_OPTIONS``.
 RUNNER_OPTIONS: frozenset[str] = CALLEE_OPTIONS | {"embedded"}
-
-
-def did_you_mean(name: str, allowed: Iterable[str]) -> str:
-    """A short hint naming the closest allowed spelling, or nothing."""
-    close = difflib.get_close_matches(name, list(allowed), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def check_mapping(value: object, what: str) -> Mapping[str, Any]:

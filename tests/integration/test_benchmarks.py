@@ -97,3 +97,22 @@ def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: s
     for targets, child in children.items():
         stdout, stderr = child.communicate(timeout=240)
         assert child.returncode == 0, (targets, stdout[-3000:] + stderr[-3000:])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.ray  # a process of its own starts Ray
+def test_offline_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
+    """``benchmarks/offline.py`` end to end on a few rows: every target scores every row."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "offline.py"), "--rows", "2000",
+         "--rounds", "1", "--http-seconds", "1", "--workloads", "composed",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=480,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(next(tmp_path.glob("offline-*.json")).read_text())
+    targets = {row["target"]: row for row in results["rows"]}
+    assert set(targets) == {
+        "bentoml-ray map_api", "hand-written map_batches", "HTTP loop, 32 connections",
+    }  # fmt: skip
+    assert all(row["rows_per_s"] > 0 for row in targets.values()), targets

@@ -202,7 +202,6 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-@pytest.mark.compat
 @pytest.mark.ray  # a process of its own starts Ray
 def test_serve_until_sigint(iris_bento: str, tmp_path: pathlib.Path) -> None:
     """``serve`` starts its own Ray, prints the URL, answers, and exits 0 on Ctrl-C."""

@@ -92,9 +92,11 @@ def test_batches_and_failed_rows(serve_url: str) -> None:
         "service:OfflineProbe", working_dir=str(FIXTURES / "offline_probe"), reload=True
     )
     texts = ray.data.from_items([{"id": i, "texts": "x" * (i % 7)} for i in range(100)])
-    measured = by_id(bentoml_ray.map_api(texts, probe, "measure", batch_size=50).take_all())
+    measured = by_id(bentoml_ray.map_api(texts, probe, "measure").take_all())
     assert [row["length"] for row in measured] == [i % 7 for i in range(100)]
-    assert max(row["batch"] for row in measured) == 16  # its max_batch_size, not 1 per row
+    assert max(row["batch"] for row in measured) == 16  # its max_batch_size: Ray Data's batches
+    larger = bentoml_ray.map_api(texts, probe, "measure", batch_size=50).take_all()
+    assert max(row["batch"] for row in larger) == 50  # the caller's batch size, whole
 
     values = ray.data.from_items([{"id": i, "value": float(i - 2)} for i in range(6)])
     kept = by_id(bentoml_ray.map_api(values, probe, "scale", on_error="column").take_all())

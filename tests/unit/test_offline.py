@@ -50,7 +50,8 @@ def actor(target: Any, api: str, columns: list[str], **given: Any) -> BentoApiAc
 def test_a_runner_api_gets_the_batch_as_its_array(iris_bento: str) -> None:
     _, svc = resolve_target(iris_bento)
     found = plan(svc, "classify", ["input_series"])
-    assert found.per_batch and found.runner_input == "ndarray" and found.max_batch_size is None
+    assert found.per_batch and found.runner_input == "ndarray"
+    assert found.default_batch_size is None  # Ray Data's own
     rows = np.array([VIRGINICA, [5.1, 3.5, 1.4, 0.2]] * 5)
     answer = actor(iris_bento, "classify", ["input_series"])({"input_series": rows})
     assert answer["output"].tolist() == [2, 0] * 5
@@ -64,13 +65,13 @@ def test_a_runner_api_gets_the_batch_as_its_array(iris_bento: str) -> None:
         plan(svc, "classify", ["a", "b"], input_columns=["a", "e"])
 
 
-def test_a_batchable_api_is_called_per_chunk_of_its_max_batch_size(probe: Any) -> None:
+def test_a_batchable_api_gets_the_batch_in_one_call(probe: Any) -> None:
     found = plan(probe, "measure", ["texts", "id"])
-    assert found.per_batch and found.max_batch_size == 16
+    assert found.per_batch and found.default_batch_size == 16  # its max_batch_size
     assert found.inputs == (("texts", "texts"),) and found.runner_input is None
     texts = [f"row {i}" * (i % 3 + 1) for i in range(40)]
     answer = actor(probe, "measure", ["texts"])({"texts": np.array(texts, dtype=object)})
-    assert list(answer["batch"]) == [16] * 32 + [8] * 8  # chunks of 16, 16 and 8
+    assert list(answer["batch"]) == [40] * 40  # Ray Data's batch size is the caller's
     assert list(answer["length"]) == [len(text) for text in texts]  # a dict's keys: columns
     assert list(answer["texts"]) == texts  # the input columns stay
 
@@ -139,4 +140,5 @@ def test_results_become_columns() -> None:
     spread = result_columns([{"a": 1, "b": "x"}, None, {"a": 3}], "output")
     assert spread["a"].tolist() == [1, None, 3] and spread["b"].tolist() == ["x", None, None]
     assert result_columns([1.5, 2.5], "score")["score"].dtype == np.float64
+    assert result_columns(np.array([1, 2]), "output")["output"].dtype == np.int64
     assert column_of([[1], [2, 3]]).dtype == object  # ragged: one object per row

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from .._application import deployment
-from .._errors import InvalidDeploymentConfig
-from .._options import did_you_mean
+from .._errors import InvalidDeploymentConfig, did_you_mean
 
 
 def allowed_options() -> frozenset[str]:

@@ -7,7 +7,9 @@ and comes back with the input columns, the result column(s), and the error colum
 failed rows are kept.
 
 A per-batch call that fails is made again row by row, so that only the rows that fail
-are failed, and so that the job's error can name the row.
+are failed, and so that the job's error can name the row. The service's startup hooks
+run when the actor starts; its shutdown hooks do not, since Ray Data ends its actors
+without a call to them.
 
 Runs in a Ray Data actor.
 """
@@ -24,7 +26,6 @@ import numpy as np
 
 from .._bento.source import BentoSource
 from .._errors import BentoRayError
-from .._replica.calls import CallTarget
 from .columns import batch_length, column_of, result_columns
 from .plan import ApiPlan
 
@@ -54,7 +55,7 @@ class ApiCalls(Protocol):
 
     async def call_batch(
         self, batch: Mapping[str, np.ndarray], start: int, stop: int
-    ) -> list[Any]: ...
+    ) -> np.ndarray | list[Any]: ...
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any: ...
 
@@ -89,8 +90,10 @@ class BentoApiActor:
             from .service_calls import ServiceApiCalls
 
             handles = {}
-            if dependencies:
+            if dependencies:  # ray.serve only then: importing it costs an actor a second
                 from ray import serve
+
+                from .._replica.calls import CallTarget
 
                 handles = {
                     service: CallTarget(serve.get_deployment_handle(deployment, application))
@@ -108,26 +111,19 @@ class BentoApiActor:
 
     async def _score(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch_length(batch)
-        results: list[Any] = [None] * rows
         errors: list[str | None] = [None] * rows
+        results: np.ndarray | list[Any]
         if self.plan.per_batch:
-            size = self.plan.max_batch_size or rows or 1
-            for start in range(0, rows, size):
-                stop = min(rows, start + size)
-                try:
-                    results[start:stop] = await self._calls.call_batch(batch, start, stop)
-                except Exception:
-                    singles = [
-                        self._calls.call_batch(batch, row, row + 1) for row in range(start, stop)
-                    ]
-                    outcomes = await asyncio.gather(*singles, return_exceptions=True)
-                    for row, outcome in enumerate(outcomes, start):
-                        self._record(batch, row, outcome, results, errors, single=True)
+            try:
+                results = await self._calls.call_batch(batch, 0, rows)
+            except Exception:
+                singles = [self._calls.call_batch(batch, row, row + 1) for row in range(rows)]
+                outcomes = await asyncio.gather(*singles, return_exceptions=True)
+                results = [self._record(batch, r, o, errors, True) for r, o in enumerate(outcomes)]
         else:
             calls = [self._calls.call_row(batch, row) for row in range(rows)]
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
-            for row, outcome in enumerate(outcomes):
-                self._record(batch, row, outcome, results, errors, single=False)
+            results = [self._record(batch, r, o, errors, False) for r, o in enumerate(outcomes)]
         answer = dict(batch)
         answer.update(result_columns(results, self.plan.output_column))
         if self.plan.error_column is not None:
@@ -139,13 +135,12 @@ class BentoApiActor:
         batch: Mapping[str, np.ndarray],
         row: int,
         outcome: Any,
-        results: list[Any],
         errors: list[str | None],
         single: bool,
-    ) -> None:
+    ) -> Any:
+        """A row's result (of a one-row batch, if ``single``), or None and its error kept."""
         if not isinstance(outcome, BaseException):
-            results[row] = outcome[0] if single else outcome
-            return
+            return outcome[0] if single else outcome
         if not isinstance(outcome, Exception):
             raise outcome  # a cancellation, an interpreter exit
         if self.plan.error_column is None:
@@ -154,6 +149,7 @@ class BentoApiActor:
                 f"{type(outcome).__name__}: {outcome}. {_KEEP_GOING}"
             ) from outcome
         errors[row] = f"{type(outcome).__name__}: {outcome}"
+        return None
 
 
 def _describe(batch: Mapping[str, np.ndarray], row: int) -> str:

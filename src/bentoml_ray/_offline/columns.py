@@ -35,12 +35,14 @@ def values(column: np.ndarray, keep_array: bool = False) -> Any:
     return column.tolist()
 
 
-def split_rows(result: Any, rows: int, axis: int = 0) -> list[Any]:
-    """A per-batch call's result, one item per row; an error if it has another length."""
+def split_rows(result: Any, rows: int, axis: int = 0) -> np.ndarray | list[Any]:
+    """A per-batch call's result, one item per row (an array stays one, rows first); an
+    error if it has another length."""
+    items: np.ndarray | list[Any]
     if hasattr(result, "to_dict") and hasattr(result, "columns"):  # a pandas DataFrame
-        items: list[Any] = result.to_dict("records")
+        items = result.to_dict("records")
     elif isinstance(result, np.ndarray):
-        items = list(np.moveaxis(result, axis, 0)) if result.ndim else [result]
+        items = np.moveaxis(result, axis, 0) if result.ndim else [result]
     elif hasattr(result, "to_numpy"):  # a pandas Series
         items = list(result.to_numpy())
     elif isinstance(result, list | tuple):
@@ -63,9 +65,20 @@ def plain(value: Any) -> Any:
     return value
 
 
-def result_columns(results: list[Any], output_column: str) -> dict[str, np.ndarray]:
-    """The results of a batch's rows as columns (None where a row failed)."""
-    done = [plain(value) for value in results]
+#: Result types that are column values as they are (no pydantic model or image to unwrap).
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None), np.float64, np.int64})
+
+
+def result_columns(results: np.ndarray | list[Any], output_column: str) -> dict[str, np.ndarray]:
+    """A batch's results, one per row, as columns (None where a row failed).
+
+    An array result is the column as it is, with no look at each row.
+    """
+    if isinstance(results, np.ndarray) and results.dtype != object:
+        return {output_column: results}
+    done = list(results)
+    if not _PLAIN.issuperset(map(type, done)):
+        done = [plain(value) for value in done]
     present = [value for value in done if value is not None]
     if present and all(isinstance(value, Mapping) for value in present):
         keys = list(dict.fromkeys(key for value in present for key in value))

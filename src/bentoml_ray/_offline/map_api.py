@@ -20,8 +20,7 @@ from .._bento.runtime_env import merge_runtime_env
 from .._bento.source import resolve_target
 from .._bentoml_internals import LegacyService
 from .._defaults import OFFLINE_CONCURRENCY
-from .._errors import InvalidDeploymentConfig
-from .._options import did_you_mean
+from .._errors import InvalidDeploymentConfig, did_you_mean
 from .._services.service_options import service_env_vars
 from .actor import BentoApiActor
 from .plan import plan_api
@@ -139,6 +138,8 @@ def map_api(
     runtime_env = merge_runtime_env(derived, options.pop("runtime_env", None), "map_api's actors")
     if runtime_env:
         options["runtime_env"] = runtime_env
+    if plan.default_batch_size is not None:
+        options.setdefault("batch_size", plan.default_batch_size)
     if "concurrency" not in options and "compute" not in options:
         options["compute"] = ActorPoolStrategy(size=OFFLINE_CONCURRENCY)
     try:

@@ -5,8 +5,8 @@ columns its parameters come from are in the Dataset, and its input is one this m
 knows how to build from columns. The result, an ``ApiPlan``, is what each actor follows.
 
 - A 1.2+ API: each named parameter is the column of the same name. A batchable API is
-  called once per chunk of rows (at most its ``max_batch_size``) with the column's values as
-  its batch; any other API once per row.
+  called once per Dataset batch with the column's values as its batch (the batch size
+  defaults to the API's ``max_batch_size``); any other API once per row.
 - A runner-based API: its IO descriptor decides. ``NumpyNdarray`` (whose shape, if any, has
   a free first dimension) and ``PandasDataFrame`` get the rows of a batch at once: the
   batch's array, or its DataFrame; ``JSON``, ``Text``, ``Image`` and ``File`` are called
@@ -32,8 +32,7 @@ from .._bentoml_internals import (
     Text,
     numpy_shape,
 )
-from .._errors import InvalidDeploymentConfig
-from .._options import did_you_mean
+from .._errors import InvalidDeploymentConfig, did_you_mean
 
 #: How a runner-based API's input is built from columns (its IO descriptor's kind).
 RunnerInput = Literal["ndarray", "dataframe", "json", "text", "image", "file"]
@@ -57,10 +56,11 @@ class ApiPlan:
     api: str
     #: (parameter, column) for each input the API takes from the Dataset.
     inputs: tuple[tuple[str, str], ...]
-    #: Called once per chunk of rows (the API takes a batch), else once per row.
+    #: Called once per Dataset batch (the API takes a batch), else once per row.
     per_batch: bool
-    #: The largest chunk a per-batch call gets (None: the whole Dataset batch).
-    max_batch_size: int | None
+    #: Ray Data's batch size unless the caller gives one: a batchable 1.2+ API's
+    #: ``max_batch_size``, the most ``bentoml serve`` would hand it (None: Ray Data's).
+    default_batch_size: int | None
     #: A runner-based API's input kind; None for a 1.2+ API.
     runner_input: RunnerInput | None
     #: Where a result goes, unless it is a mapping (whose keys become columns).

@@ -21,7 +21,7 @@ from .._bentoml_internals import is_async_callable, json_model, numpy_dtype
 from .._runners.http_app import call_hook
 from .._runners.local_runner import LocalRunnerHandle
 from .._runners.service import load_service
-from .columns import cell, plain, split_rows
+from .columns import cell, split_rows
 from .plan import ApiPlan
 
 
@@ -39,11 +39,9 @@ class RunnerApiCalls:
         for hook in self.svc.startup_hooks:
             await call_hook(hook)
 
-    async def stop(self) -> None:
-        for hook in self.svc.shutdown_hooks:
-            await call_hook(hook)
-
-    async def call_batch(self, batch: Mapping[str, np.ndarray], start: int, stop: int) -> list[Any]:
+    async def call_batch(
+        self, batch: Mapping[str, np.ndarray], start: int, stop: int
+    ) -> np.ndarray | list[Any]:
         """The API on rows ``start:stop`` at once (an array, or a DataFrame)."""
         columns = {column: batch[column][start:stop] for _, column in self.plan.inputs}
         if self.plan.runner_input == "dataframe":
@@ -52,8 +50,7 @@ class RunnerApiCalls:
             value: Any = pd.DataFrame({name: list(data) for name, data in columns.items()})
         else:
             value = self._array(list(columns.values()))
-        result = await self._call(value)
-        return [plain(item) for item in split_rows(result, stop - start)]
+        return split_rows(await self._call(value), stop - start)
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any:
         """The API on one row's value, built as its descriptor would decode it."""
@@ -73,7 +70,7 @@ class RunnerApiCalls:
                 value = io.BytesIO(value if isinstance(value, bytes) else str(value).encode())
             elif kind == "json":
                 value = _json_value(self.api.input, value)
-        return plain(await self._call(value))
+        return await self._call(value)
 
     def _array(self, columns: list[np.ndarray]) -> np.ndarray:
         """One array from the input column(s): a tensor column, or scalar columns side by side."""

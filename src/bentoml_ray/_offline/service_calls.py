@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._bento.source import BentoSource
-from .._replica.calls import CallTarget
 from .._services.app_factory import RayServiceAppFactory
-from .._services.deployments import load_service
+from .._services.loading import load_service
 from .columns import cell, plain, split_rows, values
 from .plan import ApiPlan
+
+if TYPE_CHECKING:
+    from .._replica.calls import CallTarget
 
 
 class ServiceApiCalls:
@@ -35,6 +37,8 @@ class ServiceApiCalls:
         dependencies: Mapping[str, CallTarget],
     ) -> None:
         self.plan = plan
+        # A sync API's blocking handle calls need the actor's loop free: it runs on a thread.
+        self._over_handles = bool(dependencies)
         service = load_service(source, service_name, dependencies)
         self.factory = RayServiceAppFactory(service, is_main=False, batching={})
         self.method = service.apis[plan.api]
@@ -47,18 +51,15 @@ class ServiceApiCalls:
         app = self.factory()
         await self._lifespan.enter_async_context(app.router.lifespan_context(app))
 
-    async def stop(self) -> None:
-        await self._lifespan.aclose()
-
-    async def call_batch(self, batch: Mapping[str, np.ndarray], start: int, stop: int) -> list[Any]:
+    async def call_batch(
+        self, batch: Mapping[str, np.ndarray], start: int, stop: int
+    ) -> np.ndarray | list[Any]:
         """A batchable API on rows ``start:stop``: the column's values are its batch."""
         ((parameter, column),) = self.plan.inputs
         kwargs = self._validated(
             {parameter: values(batch[column][start:stop], self._arrays[parameter])}
         )
-        result = await self.factory.call_api(self.plan.api, (), kwargs)
-        rows = split_rows(result, stop - start, self.method.batch_dim[1])
-        return [plain(item) for item in rows]
+        return split_rows(await self._call(kwargs), stop - start, self.method.batch_dim[1])
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any:
         kwargs = self._validated(
@@ -67,7 +68,17 @@ class ServiceApiCalls:
         if self.method.is_stream:
             chunks = [chunk async for chunk in self.factory.stream_api(self.plan.api, (), kwargs)]
             return _joined(chunks)
-        return plain(await self.factory.call_api(self.plan.api, (), kwargs))
+        return await self._call(kwargs)
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        """The API function, as ``call_api`` runs it, but a sync one inline when no handle is
+        in play: an actor makes one call at a time, so a thread hop only adds its cost."""
+        if self._over_handles:
+            return await self.factory.call_api(self.plan.api, (), kwargs)
+        if self.method.ctx_param is not None:
+            kwargs[self.method.ctx_param] = self.factory.service.context
+        func, is_async = self.factory.local_api(self.plan.api)
+        return await func(**kwargs) if is_async else func(**kwargs)
 
     def _validated(self, given: dict[str, Any]) -> dict[str, Any]:
         """The API's arguments, as its input model makes them from the row (or raises)."""

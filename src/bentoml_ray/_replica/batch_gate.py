@@ -18,8 +18,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ray import serve
-
 CallT = TypeVar("CallT")
 
 
@@ -46,6 +44,8 @@ def gated_batch(
     options: dict[str, Any], run_batch: Callable[[list[CallT]], Awaitable[list[Any]]]
 ) -> Callable[[CallT], Awaitable[Any]]:
     """``serve.batch(**options)`` over ``run_batch``, behind a ``BatchGate`` when it helps."""
+    from ray import serve  # here: a process that batches nothing (Ray Data's) never pays for it
+
     if options.get("max_concurrent_batches", 1) != 1:
         return serve.batch(**options)(run_batch)  # type: ignore[arg-type, no-any-return]
     gate = BatchGate()

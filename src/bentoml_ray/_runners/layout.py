@@ -23,7 +23,7 @@ from typing import Any, cast
 from .._batching_plan import BatchingPlan, MethodInfo
 from .._bento.source import BentoSource
 from .._defaults import MAX_ONGOING_REQUESTS
-from .._errors import InvalidDeploymentConfig
+from .._errors import InvalidDeploymentConfig, did_you_mean
 from .._layout import DeploymentSpec, Layout, deployment_name
 from .._options import (
     API_SERVER_OPTIONS,
@@ -33,7 +33,6 @@ from .._options import (
     check_mapping,
     check_max_retries,
     check_route_prefix,
-    did_you_mean,
 )
 from .api_server import APIServerDeployment
 from .runner_deployment import RunnerDeployment

@@ -21,7 +21,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
@@ -42,9 +42,11 @@ from .._bentoml_internals import (
 )
 from .._replica.batch_gate import gated_batch
 from .._replica.batch_merge import merge_values
-from .._replica.hub_link import HubLink
 from .._replica.worker_threads import WorkerThreads
 from .task_store import HubResultStore
+
+if TYPE_CHECKING:
+    from .._replica.hub_link import HubLink
 
 #: The keys of a task's status answer, as BentoML's ``ResultRow.to_json`` gives them.
 _STATUS_KEYS = ("task_id", "status", "created_at", "executed_at")
@@ -201,12 +203,12 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         return run_batch
 
     async def _run_api(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func, is_async = self._local_api(name)
+        func, is_async = self.local_api(name)
         if is_async:
             return await func(*args, **kwargs)
         return await self._to_thread(func, *args, **kwargs)
 
-    def _local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
+    def local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
         """The instance's API function and whether it is async, looked up once per API.
 
         BentoML builds the function afresh on each lookup, signature included.
@@ -256,7 +258,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         method = self.service.apis[name]
         if method.ctx_param is not None:
             kwargs = {**kwargs, method.ctx_param: self.service.context}
-        func, _ = self._local_api(name)  # looked up once per API, as for the other calls
+        func, _ = self.local_api(name)  # looked up once per API, as for the other calls
         if inspect.isasyncgenfunction(get_original_func(func)):
             async for chunk in func(*args, **kwargs):
                 yield chunk

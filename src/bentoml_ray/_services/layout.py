@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from .._batching_plan import BatchingPlan
 from .._bento.source import BentoSource
-from .._errors import InvalidDeploymentConfig
+from .._errors import InvalidDeploymentConfig, did_you_mean
 from .._layout import DeploymentSpec, Layout, deployment_name
 from .._options import (
     API_SERVER_OPTIONS,
@@ -30,7 +30,6 @@ from .._options import (
     check_mapping,
     check_max_retries,
     check_route_prefix,
-    did_you_mean,
 )
 from .deployments import DependencyServiceDeployment, RootServiceDeployment
 from .service_options import api_methods, deployment_defaults, service_env_vars

@@ -9,7 +9,7 @@ answers cross as BentoML's own JSON serialisation of them.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +21,9 @@ from .._bentoml_internals import (
     ResultStatus,
     ResultStore,
 )
-from .._replica.hub_link import HubLink
+
+if TYPE_CHECKING:
+    from .._replica.hub_link import HubLink
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
