@@ -1,6 +1,6 @@
 """Offline inference, side by side in one run: ``map_api`` against hand-written Ray Data and HTTP.
 
-    python benchmarks/offline.py                         # 1 million rows each: ~15 min on 2 cores
+    python benchmarks/offline.py                         # 1 million rows each: ~6 min on 2 cores
     python benchmarks/offline.py --rows 2000 --rounds 1 --http-seconds 1   # a smoke run
 
 For each workload (the iris example, runner-based; the composed review scorer, 1.2+) the
@@ -225,7 +225,7 @@ def write(results: dict[str, Any], out: pathlib.Path) -> pathlib.Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = out / f"offline-{stamp}.json"
     path.write_text(json.dumps(results, indent=2))
-    lines = ["| workload | target | rows/s | vs map_api | largest actor RSS (MiB) |",
+    lines = ["| workload | target | rows/s | map_api / this | largest actor RSS (MiB) |",
              "|---|---|---:|---:|---:|"]  # fmt: skip
     for row in results["rows"]:
         ours = next(

@@ -51,6 +51,9 @@ def row_failure(error_text: str) -> str | None:
 
 
 class ApiCalls(Protocol):
+    """How an actor calls the API: ``runner_calls`` for runner-based Bentos, ``service_calls``
+    for 1.2+ ones. ``call_batch`` answers rows ``start:stop`` at once, ``call_row`` one row."""
+
     async def start(self) -> None: ...
 
     async def call_batch(
@@ -61,6 +64,12 @@ class ApiCalls(Protocol):
 
 
 class BentoApiActor:
+    """Ray Data's callable class: built once per actor with the plan, called per batch.
+
+    ``dependencies`` maps each dependency service to its deployment in the Serve
+    ``application``, when the root's dependencies are called there; else it is empty.
+    """
+
     def __init__(
         self,
         source: BentoSource,
