@@ -16,7 +16,7 @@ from bentoml_ray import InvalidDeploymentConfig
 from bentoml_ray._bento.source import resolve_target
 from bentoml_ray._offline.actor import ApiFailedOnRow, BentoApiActor, row_failure
 from bentoml_ray._offline.columns import column_of, result_columns, split_rows
-from bentoml_ray._offline.map_api import _check_ray_data_options
+from bentoml_ray._offline.map_api import _check_ray_data_options, map_api
 from bentoml_ray._offline.plan import ApiPlan, plan_api
 
 VIRGINICA = [5.9, 3.0, 5.1, 1.8]
@@ -129,6 +129,8 @@ def test_wrong_apis_columns_and_options_are_refused_naming_what_is_allowed(probe
         _check_ray_data_options({"batch_format": "pandas"})
     with pytest.raises(InvalidDeploymentConfig, match="batch_size must be a whole number"):
         _check_ray_data_options({"batch_size": 0})
+    with pytest.raises(InvalidDeploymentConfig, match=r"takes a ray.data.Dataset.*not list"):
+        map_api([{"value": 1.0}], probe, "scale")
     options = {"batch_size": 8, "num_cpus": 0.5, "resources": {"far": 1}, "concurrency": 2}
     assert _check_ray_data_options(options) == options
 

@@ -101,6 +101,11 @@ def map_api(
             ``map_batches`` does not take; nothing has run.
         BentoNotFound: the tag is not in the BentoML store (or at ``bento_uri``).
     """
+    if not isinstance(dataset, Dataset):
+        raise InvalidDeploymentConfig(
+            f"map_api takes a ray.data.Dataset (ray.data.read_parquet(...), from_items(...)), "
+            f"not {type(dataset).__name__}."
+        )
     options = _check_ray_data_options(ray_data_options)
     if not isinstance(install_requirements, bool):
         raise InvalidDeploymentConfig(
@@ -121,7 +126,8 @@ def map_api(
     dependencies: dict[str, str] = {}
     env_vars: dict[str, str] = {}
     if not isinstance(svc, LegacyService):
-        given = (options.get("runtime_env") or {}).get("env_vars")
+        user_env = options.get("runtime_env")
+        given = user_env.get("env_vars") if isinstance(user_env, Mapping) else None
         # The dependencies run in the actor unless they are the application's.
         graph = [svc] if dependencies_from else list(svc.all_services(exclude_urls=True).values())
         for service in graph:
