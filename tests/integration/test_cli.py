@@ -51,11 +51,23 @@ def _options(path: pathlib.Path, options: dict[str, Any]) -> str:
 # --- cheap: no Ray -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["deploy"], ["status"], ["delete"], ["build"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["deploy"], ["status"], ["delete"], ["build"], ["batch"]]
+)
 def test_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Usage: ") and "--help" in result.output
+
+
+def test_batch_names_a_file_format_it_cannot_tell(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "rows.txt", "a\n")
+    result = CliRunner().invoke(
+        main, ["batch", "iris_classifier:latest", "--api", "classify", "--input", data,
+               "--output", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "Cannot tell the format of --input" in result.output and ".parquet" in result.output
 
 
 @pytest.mark.parametrize(
