@@ -73,3 +73,8 @@ RAY_METRICS_MIRROR_S = 5.0
 #: loads the Bento's models, and one fits any machine. Ray Data's own default differs by
 #: release (2.47 requires the option; 2.60 grows a pool without bound).
 OFFLINE_CONCURRENCY = 1
+
+#: Rows of a batch that ``map_api`` has in flight at once for an API called row by row
+#: (an ``async`` one overlaps them): as many as a replica's ``max_ongoing_requests``
+#: would take, not a whole Ray Data block of calls to a model or a dependency at once.
+OFFLINE_ROWS_AT_ONCE = 100

@@ -63,6 +63,12 @@ def test_a_runner_api_gets_the_batch_as_its_array(iris_bento: str) -> None:
         plan(svc, "classify", ["a", "b"])
     with pytest.raises(InvalidDeploymentConfig, match="names 'e', not in the Dataset"):
         plan(svc, "classify", ["a", "b"], input_columns=["a", "e"])
+    with pytest.raises(InvalidDeploymentConfig, match="input_columns names no column"):
+        plan(svc, "classify", ["a", "b"], input_columns=[])
+    # What the descriptor (float64, shape (-1, 4)) cannot take fails its rows, not the job.
+    bad = {"input_series": np.array([["a"] * 4, ["b"] * 4])}
+    kept = actor(iris_bento, "classify", ["input_series"], on_error="column")(bad)
+    assert kept["output"].tolist() == [None, None] and "convert string" in kept["error"][0]
 
 
 def test_a_batchable_api_gets_the_batch_in_one_call(probe: Any) -> None:
@@ -90,6 +96,11 @@ def test_an_array_api_gets_the_tensor_column_as_one_array(probe: Any) -> None:
     rows = np.arange(24, dtype=float).reshape(12, 2)
     answer = actor(probe, "row_means", ["rows"])({"rows": rows})
     assert answer["output"].tolist() == rows.mean(axis=1).tolist()
+    # Ray Data's batches may be read-only; the API gets a copy it may change in place.
+    rows.setflags(write=False)
+    centred = actor(probe, "centre", ["rows"])({"rows": rows})
+    assert centred["output"].tolist() == (rows - rows.mean(axis=1, keepdims=True)).tolist()
+    assert centred["rows"] is rows and rows[0].tolist() == [0.0, 1.0]  # the input, untouched
 
 
 def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(probe: Any) -> None:
@@ -123,6 +134,10 @@ def test_wrong_apis_columns_and_options_are_refused_naming_what_is_allowed(probe
         plan(probe, "scale", ["value"], on_error="skip")
     with pytest.raises(InvalidDeploymentConfig, match="input_columns is for runner-based"):
         plan(probe, "scale", ["value"], input_columns=["value"])
+    with pytest.raises(InvalidDeploymentConfig, match="output_column 'value' is a column"):
+        plan(probe, "scale", ["value"], output_column="value")
+    with pytest.raises(InvalidDeploymentConfig, match="error_column 'error' is a column"):
+        plan(probe, "scale", ["value", "error"], on_error="column")
     with pytest.raises(InvalidDeploymentConfig, match=r"'batch_sise'.*Did you mean 'batch_size'"):
         _check_ray_data_options({"batch_sise": 10})
     with pytest.raises(InvalidDeploymentConfig, match="map_api sets 'batch_format' itself"):
@@ -139,6 +154,13 @@ def test_results_become_columns() -> None:
     assert [row.tolist() for row in split_rows(np.array([[1, 2], [3, 4]]), 2)] == [[1, 2], [3, 4]]
     with pytest.raises(ValueError, match="a batch of 3 rows gave 2 values"):
         split_rows([1, 2], 3)
+    with pytest.raises(TypeError, match="gave one ndarray"):
+        split_rows(np.array(5), 1)  # one value for the batch, not one per row
+    # A tuple of per-row parts (labels, scores) is one tuple per row, whatever the count.
+    assert split_rows((np.array([0, 1]), [0.9, 0.8]), 2) == [(0, 0.9), (1, 0.8)]
+    assert split_rows(("a", "b"), 2) == ["a", "b"]
+    texts = column_of(["a", "bbbbbbbb"])
+    assert texts.dtype == object and column_of([b"\x00\x00"])[0] == b"\x00\x00"
     spread = result_columns([{"a": 1, "b": "x"}, None, {"a": 3}], "output")
     assert spread["a"].tolist() == [1, None, 3] and spread["b"].tolist() == ["x", None, None]
     assert result_columns([1.5, 2.5], "score")["score"].dtype == np.float64

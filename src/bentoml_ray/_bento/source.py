@@ -54,7 +54,8 @@ class BentoSource:
     runtime_env: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled by ``serve.run`` in the driver: start the depot replicas ship from.
+        """Pickled in the driver by ``serve.run`` (or Ray Data, for ``map_api``'s actors):
+        start the depot that replicas and actors fetch the Bento from.
 
         This is the one moment the driver is sure to be connected to the cluster the
         replicas will run on (``deployment()`` needs no Ray, and ``serve run`` imports

@@ -435,11 +435,11 @@ def batch_command(
     A 1.2+ API takes each parameter from the column of the same name. Ray Data shows its
     progress as it goes; the Bento is shipped to the cluster's nodes from this machine.
     """
-    import ray.data
+    import ray
 
     from .._offline.actor import row_failure
     from .._offline.files import file_format, read_rows, write_rows
-    from .._offline.map_api import map_api
+    from .._offline.map_api import actor_pool, map_api
 
     source_format = file_format(input_path, input_format, "--input")
     try:
@@ -447,8 +447,8 @@ def batch_command(
     except BentoRayError:
         target_format = source_format  # a folder name with no suffix: as the input
     options: dict[str, Any] = {"on_error": on_error}
-    if concurrency is not None:  # as Ray Data's newer releases want it said
-        options["compute"] = ray.data.ActorPoolStrategy(size=concurrency)
+    if concurrency is not None:
+        options.update(actor_pool(concurrency))
     for key, value in (("batch_size", batch_size), ("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if value is not None:
             options[key] = value

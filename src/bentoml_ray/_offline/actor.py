@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from .._bento.source import BentoSource
+from .._defaults import OFFLINE_ROWS_AT_ONCE
 from .._errors import BentoRayError
 from .columns import batch_length, column_of, result_columns
 from .plan import ApiPlan
@@ -98,7 +99,7 @@ class BentoApiActor:
         else:
             from .service_calls import ServiceApiCalls
 
-            handles = {}
+            handles: dict[str, Any] = {}
             if dependencies:  # ray.serve only then: importing it costs an actor a second
                 from ray import serve
 
@@ -130,7 +131,13 @@ class BentoApiActor:
                 outcomes = await asyncio.gather(*singles, return_exceptions=True)
                 results = [self._record(batch, r, o, errors, True) for r, o in enumerate(outcomes)]
         else:
-            calls = [self._calls.call_row(batch, row) for row in range(rows)]
+            at_once = asyncio.Semaphore(OFFLINE_ROWS_AT_ONCE)
+
+            async def call_row(row: int) -> Any:
+                async with at_once:
+                    return await self._calls.call_row(batch, row)
+
+            calls = [call_row(row) for row in range(rows)]
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
             results = [self._record(batch, r, o, errors, False) for r, o in enumerate(outcomes)]
         answer = dict(batch)

@@ -8,6 +8,7 @@ DataFrame's row) become columns of their own; anything else fills the output col
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +30,10 @@ def cell(column: np.ndarray, row: int, keep_array: bool = False) -> Any:
 
 
 def values(column: np.ndarray, keep_array: bool = False) -> Any:
-    """A whole column as the API's batch: an array if asked, else a list of Python values."""
+    """A whole column as the API's batch: an array (a copy: Ray Data's may be read-only)
+    if asked, else a list of Python values."""
     if keep_array:
-        return column if column.dtype != object else np.stack(list(column))
+        return np.array(column) if column.dtype != object else np.stack(list(column))
     return column.tolist()
 
 
@@ -41,10 +43,12 @@ def split_rows(result: Any, rows: int, axis: int = 0) -> np.ndarray | list[Any]:
     items: np.ndarray | list[Any]
     if hasattr(result, "to_dict") and hasattr(result, "columns"):  # a pandas DataFrame
         items = result.to_dict("records")
-    elif isinstance(result, np.ndarray):
-        items = np.moveaxis(result, axis, 0) if result.ndim else [result]
+    elif isinstance(result, np.ndarray) and result.ndim:
+        items = np.moveaxis(result, axis, 0)
     elif hasattr(result, "to_numpy"):  # a pandas Series
         items = list(result.to_numpy())
+    elif isinstance(result, tuple) and result and all(_rows_of(part, rows) for part in result):
+        items = list(zip(*result, strict=True))  # (labels, scores): one tuple per row
     elif isinstance(result, list | tuple):
         items = list(result)
     else:
@@ -54,6 +58,29 @@ def split_rows(result: Any, rows: int, axis: int = 0) -> np.ndarray | list[Any]:
     if len(items) != rows:
         raise ValueError(f"a batch of {rows} rows gave {len(items)} values, not one per row")
     return items
+
+
+def _rows_of(part: Any, rows: int) -> bool:
+    """Whether ``part`` of a tuple result holds one value per row (an array or a list)."""
+    return isinstance(part, np.ndarray | list) and len(part) == rows
+
+
+async def collected(result: Any) -> Any:
+    """A result whole: a streamed one (a generator) read to its end, and joined."""
+    if inspect.isasyncgen(result):
+        return joined([chunk async for chunk in result])
+    if inspect.isgenerator(result):
+        return joined(list(result))
+    return result
+
+
+def joined(chunks: list[Any]) -> Any:
+    """A streamed answer whole: text or bytes joined, anything else as the list of chunks."""
+    if chunks and all(isinstance(chunk, str) for chunk in chunks):
+        return "".join(chunks)
+    if chunks and all(isinstance(chunk, bytes) for chunk in chunks):
+        return b"".join(chunks)
+    return [plain(chunk) for chunk in chunks]
 
 
 def plain(value: Any) -> Any:
@@ -66,7 +93,8 @@ def plain(value: Any) -> Any:
 
 
 #: Result types that are column values as they are (no pydantic model or image to unwrap).
-_PLAIN = frozenset({int, float, bool, str, bytes, type(None), np.float64, np.int64})
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None), np.float64, np.float32,
+                    np.int64, np.int32, np.bool_})  # fmt: skip
 
 
 def result_columns(results: np.ndarray | list[Any], output_column: str) -> dict[str, np.ndarray]:
@@ -96,7 +124,9 @@ def column_of(items: list[Any]) -> np.ndarray:
         except ValueError:  # ragged
             pass
         else:
-            if array.dtype != object and len(array) == len(items):
+            # Text stays objects: numpy's fixed-width strings pad every row to the longest,
+            # and drop a bytes value's trailing NULs.
+            if array.dtype.kind not in "OUS" and len(array) == len(items):
                 return array
     column = np.empty(len(items), dtype=object)
     for index, item in enumerate(items):

@@ -10,7 +10,8 @@ Runs in the driver.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+from ray.data import Dataset
 
 from .._errors import InvalidDeploymentConfig
 
@@ -36,7 +37,7 @@ def file_format(path: str, given: str | None, what: str) -> str:
     return FORMATS[suffix]
 
 
-def read_rows(path: str, fmt: str) -> Any:
+def read_rows(path: str, fmt: str) -> Dataset:
     import ray.data
 
     readers = {"parquet": ray.data.read_parquet, "csv": ray.data.read_csv,
@@ -44,7 +45,7 @@ def read_rows(path: str, fmt: str) -> Any:
     return readers[fmt](path)
 
 
-def write_rows(dataset: Any, path: str, fmt: str) -> None:
+def write_rows(dataset: Dataset, path: str, fmt: str) -> None:
     writers = {"parquet": dataset.write_parquet, "csv": dataset.write_csv,
                "json": dataset.write_json}  # fmt: skip
     writers[fmt](path)

@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ray
+
 from .._bento.runtime_env import merge_runtime_env
 from .._bento.source import resolve_target
 from .._bentoml_internals import LegacyService
@@ -31,6 +33,8 @@ except ImportError as exc:  # ray[serve] alone lacks pyarrow
     raise ImportError(
         f"bentoml_ray.map_api needs Ray Data ({exc}): pip install 'bentoml-ray[data]'."
     ) from exc
+
+_MAP_BATCHES_PARAMETERS = inspect.signature(Dataset.map_batches).parameters
 
 #: ``map_batches`` arguments that ``map_api`` sets itself.
 _OWN_ARGUMENTS = frozenset(
@@ -147,23 +151,34 @@ def map_api(
     if plan.default_batch_size is not None:
         options.setdefault("batch_size", plan.default_batch_size)
     if "concurrency" not in options and "compute" not in options:
-        options["compute"] = ActorPoolStrategy(size=OFFLINE_CONCURRENCY)
+        options.update(actor_pool(OFFLINE_CONCURRENCY))
+    if "udf_modifying_row_count" in _MAP_BATCHES_PARAMETERS:  # Ray 2.5x: one row out per row in
+        options["udf_modifying_row_count"] = False
     try:
         return dataset.map_batches(
             BentoApiActor,
             fn_constructor_args=(source, plan, str(svc.name), dependencies, dependencies_from),
             batch_format="numpy",
+            zero_copy_batch=True,  # on every Ray; the API is handed copies (``columns``)
             **options,
         )
     except (TypeError, ValueError) as exc:
         raise InvalidDeploymentConfig(f"Ray Data rejects map_api's options: {exc}") from exc
 
 
+def actor_pool(size: int) -> dict[str, Any]:
+    """``map_batches``' option for a pool of ``size`` actors, as the installed Ray wants it
+    said: ``concurrency`` until Ray 2.51 deprecated it for ``compute``, and after."""
+    major, minor = (int(part) for part in ray.__version__.split(".")[:2])
+    if (major, minor) >= (2, 51):
+        return {"compute": ActorPoolStrategy(size=size)}
+    return {"concurrency": size}
+
+
 def _check_ray_data_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    parameters = inspect.signature(Dataset.map_batches).parameters
     named = {
         name
-        for name, parameter in parameters.items()
+        for name, parameter in _MAP_BATCHES_PARAMETERS.items()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in _OWN_ARGUMENTS
     }
     allowed = named | _ACTOR_OPTIONS
@@ -180,12 +195,10 @@ def _check_ray_data_options(options: Mapping[str, Any]) -> dict[str, Any]:
                 f" Allowed options: {', '.join(sorted(allowed))}."
             )
     size = options.get("batch_size")
-    if (
-        size is not None
-        and size != "default"
-        and (isinstance(size, bool) or not isinstance(size, int) or size < 1)
-    ):
-        raise InvalidDeploymentConfig(f"batch_size must be a whole number >= 1, not {size!r}.")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise InvalidDeploymentConfig(
+            f"batch_size must be a whole number >= 1 (or None: Ray Data's), not {size!r}."
+        )
     return dict(options)
 
 

@@ -54,7 +54,8 @@ class ApiPlan:
     """One API's calls over a Dataset, as every actor makes them."""
 
     api: str
-    #: (parameter, column) for each input the API takes from the Dataset.
+    #: (parameter, column) for each input the API takes from the Dataset; for a runner
+    #: API that takes a DataFrame, (column, column) for each column of it.
     inputs: tuple[tuple[str, str], ...]
     #: Called once per Dataset batch (the API takes a batch), else once per row.
     per_batch: bool
@@ -95,8 +96,17 @@ def plan_api(
         if not isinstance(value, str) or not value:
             raise InvalidDeploymentConfig(f"{name} must be a non-empty string, not {value!r}.")
     if input_columns is not None:
+        if not input_columns:
+            raise InvalidDeploymentConfig("input_columns names no column; give at least one.")
         _check_columns_exist(list(input_columns), columns, "input_columns")
     error = error_column if on_error == "column" else None
+    answers = {"output_column": output_column, "error_column": error}
+    for option, taken in answers.items():
+        if taken is not None and taken in columns:
+            raise InvalidDeploymentConfig(
+                f"{option} {taken!r} is a column of the Dataset already; the answers would "
+                f"replace it. Give {option} another name."
+            )
     if isinstance(svc, LegacyService):
         return _plan_runner_api(svc, api, columns, input_columns, output_column, error)
     if input_columns is not None:
@@ -133,12 +143,12 @@ def _plan_runner_api(
             f"API {name!r} takes {type(descriptor).__name__}, which offline inference does not "
             f"build from columns; it builds {known}."
         )
-    parameter = _first_parameter(api.func, api.ctx_param if api.needs_ctx else None)
     if kind == "dataframe":
         picked = list(input_columns) if input_columns is not None else list(columns)
         inputs = tuple((column, column) for column in picked)
         per_batch = True
     else:
+        parameter = _first_parameter(api.func, api.ctx_param if api.needs_ctx else None)
         picked = _runner_input_columns(name, parameter, kind, columns, input_columns)
         inputs = tuple((parameter, column) for column in picked)
         shape = numpy_shape(descriptor) if kind == "ndarray" else None
@@ -174,8 +184,8 @@ def _runner_input_columns(
 
 
 def _first_parameter(func: Any, ctx_param: str | None) -> str:
-    names = [p for p in inspect.signature(func).parameters if p != ctx_param]
-    return names[0] if names else "input"
+    """The name of a runner API function's input parameter (BentoML requires one)."""
+    return next(p for p in inspect.signature(func).parameters if p != ctx_param)
 
 
 def _plan_service_api(
@@ -198,6 +208,11 @@ def _plan_service_api(
         )
     if method.batchable:  # BentoML's batchable APIs take their batch as their one argument
         first = next(iter(fields))
+        if first not in columns:
+            raise InvalidDeploymentConfig(
+                f"API {name!r} is batchable: its batch is its first parameter, {first!r}, "
+                "which must be a column of the Dataset."
+            )
         inputs: tuple[tuple[str, str], ...] = ((first, first),)
         return ApiPlan(
             name, inputs, True, int(method.max_batch_size), None, output_column, error_column

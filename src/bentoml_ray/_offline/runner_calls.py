@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from .._bento.source import BentoSource
-from .._bentoml_internals import is_async_callable, json_model, numpy_dtype
+from .._bentoml_internals import is_async_callable, json_model
 from .._runners.http_app import call_hook
 from .._runners.local_runner import LocalRunnerHandle
 from .._runners.service import load_service
-from .columns import cell, split_rows
+from .columns import cell, collected, split_rows
 from .plan import ApiPlan
 
 
@@ -33,7 +33,6 @@ class RunnerApiCalls:
             runner.init_client(LocalRunnerHandle, {})  # the model loads here, once
         self.api = self.svc.apis[plan.api]
         self._is_async = is_async_callable(self.api.func)
-        self._dtype = numpy_dtype(self.api.input)
 
     async def start(self) -> None:
         for hook in self.svc.startup_hooks:
@@ -50,42 +49,43 @@ class RunnerApiCalls:
             value: Any = pd.DataFrame({name: list(data) for name, data in columns.items()})
         else:
             value = self._array(list(columns.values()))
-        return split_rows(await self._call(value), stop - start)
+        return split_rows(await collected(await self._call(value)), stop - start)
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any:
         """The API on one row's value, built as its descriptor would decode it."""
         kind = self.plan.runner_input
-        if kind == "ndarray":
+        if kind == "ndarray":  # a descriptor with a fixed first dimension: one row's array
             picked = [batch[column][row : row + 1] for _, column in self.plan.inputs]
-            value: Any = self._array(picked)[0]
+            value: Any = self.api.input.validate_array(self._stacked(picked)[0])
         else:
-            value = cell(batch[self.plan.inputs[0][1]], row)
-            if kind == "text" and isinstance(value, bytes):
-                value = value.decode("utf-8")
-            elif kind == "text":
-                value = str(value)
+            value = cell(batch[self.plan.inputs[0][1]], row, keep_array=kind == "image")
+            if value is None:
+                raise ValueError(f"the row has no value for this {kind} input")
+            if kind == "text":
+                value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
             elif kind == "image":
                 value = _image(value)
             elif kind == "file":
                 value = io.BytesIO(value if isinstance(value, bytes) else str(value).encode())
-            elif kind == "json":
+            else:
                 value = _json_value(self.api.input, value)
-        return await self._call(value)
+        return await collected(await self._call(value))
 
     def _array(self, columns: list[np.ndarray]) -> np.ndarray:
-        """One array from the input column(s): a tensor column, or scalar columns side by side."""
+        """The rows' array, checked (and cast or reshaped) as the descriptor does for HTTP."""
+        return self.api.input.validate_array(self._stacked(columns))  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _stacked(columns: list[np.ndarray]) -> np.ndarray:
+        """One array from the input column(s): a tensor column, or scalar columns side by side.
+
+        Always a copy: Ray Data's batches may be read-only, and an API that changes its
+        input in place must not change the input column the answer carries.
+        """
         if len(columns) == 1:
             column = columns[0]
-            array = np.stack(list(column)) if column.dtype == object else np.asarray(column)
-        else:
-            array = np.stack([np.asarray(column) for column in columns], axis=-1)
-        if self._dtype is not None and array.dtype != self._dtype:
-            if not np.can_cast(array.dtype, self._dtype, casting="same_kind"):
-                raise TypeError(
-                    f"expected numbers castable to dtype {self._dtype}, got dtype {array.dtype}"
-                )
-            array = array.astype(self._dtype)
-        return array
+            return np.stack(list(column)) if column.dtype == object else np.array(column)
+        return np.stack([np.asarray(column) for column in columns], axis=-1)
 
     async def _call(self, value: Any) -> Any:
         args = (value, self.svc.context) if self.api.needs_ctx else (value,)
@@ -99,7 +99,7 @@ def _image(value: Any) -> Any:
 
     if isinstance(value, bytes):
         return Image.open(io.BytesIO(value))
-    return Image.fromarray(np.asarray(value))
+    return Image.fromarray(value)  # an array of pixels
 
 
 def _json_value(descriptor: Any, value: Any) -> Any:

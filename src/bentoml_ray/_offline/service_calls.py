@@ -21,7 +21,7 @@ import numpy as np
 from .._bento.source import BentoSource
 from .._services.app_factory import RayServiceAppFactory
 from .._services.loading import load_service
-from .columns import cell, plain, split_rows, values
+from .columns import cell, joined, split_rows, values
 from .plan import ApiPlan
 
 if TYPE_CHECKING:
@@ -56,9 +56,11 @@ class ServiceApiCalls:
     ) -> np.ndarray | list[Any]:
         """A batchable API on rows ``start:stop``: the column's values are its batch."""
         ((parameter, column),) = self.plan.inputs
-        kwargs = self._validated(
-            {parameter: values(batch[column][start:stop], self._arrays[parameter])}
-        )
+        batch_values = values(batch[column][start:stop], self._arrays[parameter])
+        in_dim = self.method.batch_dim[0]
+        if isinstance(batch_values, np.ndarray) and in_dim:  # rows along the API's batch axis
+            batch_values = np.moveaxis(batch_values, 0, in_dim)
+        kwargs = self._validated({parameter: batch_values})
         return split_rows(await self._call(kwargs), stop - start, self.method.batch_dim[1])
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any:
@@ -66,8 +68,9 @@ class ServiceApiCalls:
             {key: cell(batch[column], row, self._arrays[key]) for key, column in self.plan.inputs}
         )
         if self.method.is_stream:
-            chunks = [chunk async for chunk in self.factory.stream_api(self.plan.api, (), kwargs)]
-            return _joined(chunks)
+            return joined(
+                [chunk async for chunk in self.factory.stream_api(self.plan.api, (), kwargs)]
+            )
         return await self._call(kwargs)
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
@@ -90,12 +93,3 @@ def _wants_array(annotation: Any) -> bool:
     """Whether a parameter takes an array (numpy, or a tensor), not a Python list."""
     module = getattr(annotation, "__module__", "") or ""
     return annotation is np.ndarray or module.split(".")[0] in ("numpy", "torch", "tensorflow")
-
-
-def _joined(chunks: list[Any]) -> Any:
-    """A streamed answer whole: text or bytes joined, anything else as the list of chunks."""
-    if chunks and all(isinstance(chunk, str) for chunk in chunks):
-        return "".join(chunks)
-    if chunks and all(isinstance(chunk, bytes) for chunk in chunks):
-        return b"".join(chunks)
-    return [plain(chunk) for chunk in chunks]
