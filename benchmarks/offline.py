@@ -232,9 +232,10 @@ def write(results: dict[str, Any], out: pathlib.Path) -> pathlib.Path:
             r["rows_per_s"] for r in results["rows"]
             if r["workload"] == row["workload"] and r["target"] == "bentoml-ray map_api"
         )  # fmt: skip
+        ratio = f"{ours / row['rows_per_s']:.2f}" if row["rows_per_s"] else "-"
         lines.append(
             f"| {row['workload']} | {row['target']} | {row['rows_per_s']:,.0f} | "
-            f"{ours / row['rows_per_s']:.2f} | {row['actor_mib'] or '-'} |"
+            f"{ratio} | {row['actor_mib'] or '-'} |"
         )
     table = "\n".join(lines)
     (out / f"offline-{stamp}.md").write_text(table + "\n")

@@ -105,7 +105,7 @@ def test_offline_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     """``benchmarks/offline.py`` end to end on a few rows: every target scores every row."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "offline.py"), "--rows", "2000",
-         "--rounds", "1", "--http-seconds", "1", "--workloads", "composed",
+         "--rounds", "1", "--http-seconds", "3", "--workloads", "composed",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=480,
     )  # fmt: skip
