@@ -62,7 +62,8 @@ def split_rows(result: Any, rows: int, axis: int = 0) -> np.ndarray | list[Any]:
 
 def _rows_of(part: Any, rows: int) -> bool:
     """Whether ``part`` of a tuple result holds one value per row (an array or a list)."""
-    return isinstance(part, np.ndarray | list) and len(part) == rows
+    sized = isinstance(part, list) or (isinstance(part, np.ndarray) and part.ndim > 0)
+    return sized and len(part) == rows
 
 
 async def collected(result: Any) -> Any:
