@@ -121,9 +121,9 @@ class Layout:
         """
         options = dict(spec.options)
         actor_options = dict(options.get("ray_actor_options") or {})
-        derived = dict(self.source.runtime_env)
-        derived["env_vars"] = {**(derived.get("env_vars") or {}), **spec.env_vars}
-        runtime_env = merge_runtime_env(derived, actor_options.get("runtime_env"), spec.what)
+        runtime_env = merge_runtime_env(
+            self.source.runtime_env, actor_options.get("runtime_env"), spec.what, spec.env_vars
+        )
         if runtime_env:
             actor_options["runtime_env"] = runtime_env
         options["ray_actor_options"] = actor_options

@@ -51,8 +51,16 @@ def derived_runtime_env(env_vars: Mapping[str, str], pip: list[str] | None) -> d
     return runtime_env
 
 
-def merge_runtime_env(derived: Mapping[str, Any], user: object, what: str) -> dict[str, Any]:
-    """``user``'s runtime_env with ``derived`` merged under it; ``what`` names the deployment."""
+def merge_runtime_env(
+    derived: Mapping[str, Any],
+    user: object,
+    what: str,
+    service_env_vars: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``user``'s runtime_env with ``derived`` merged under it; ``what`` names the deployment.
+
+    ``service_env_vars`` (a 1.2+ service's own ``envs``) go over the Bento's, under the user's.
+    """
     if user is None:
         user = {}
     if not isinstance(user, Mapping):
@@ -66,7 +74,7 @@ def merge_runtime_env(derived: Mapping[str, Any], user: object, what: str) -> di
             f"runtime_env.env_vars of {what} must map names to strings, not "
             f"{type(user_env).__name__}."
         )
-    env_vars = {**(derived.get("env_vars") or {}), **user_env}
+    env_vars = {**(derived.get("env_vars") or {}), **(service_env_vars or {}), **user_env}
     if env_vars:
         merged["env_vars"] = env_vars
     if derived.get("pip"):

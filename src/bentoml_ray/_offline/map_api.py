@@ -143,9 +143,9 @@ def map_api(
             "dependencies_from is for 1.2+ Bentos; a runner-based Bento's runners run in "
             "each actor."
         )
-    derived = dict(source.runtime_env)
-    derived["env_vars"] = {**(derived.get("env_vars") or {}), **env_vars}
-    runtime_env = merge_runtime_env(derived, options.pop("runtime_env", None), "map_api's actors")
+    runtime_env = merge_runtime_env(
+        source.runtime_env, options.pop("runtime_env", None), "map_api's actors", env_vars
+    )
     if runtime_env:
         options["runtime_env"] = runtime_env
     if plan.default_batch_size is not None:

@@ -37,10 +37,11 @@ class ServiceApiCalls:
         dependencies: Mapping[str, CallTarget],
     ) -> None:
         self.plan = plan
-        # A sync API's blocking handle calls need the actor's loop free: it runs on a thread.
-        self._over_handles = bool(dependencies)
         service = load_service(source, service_name, dependencies)
-        self.factory = RayServiceAppFactory(service, is_main=False, batching={})
+        # Sync API functions run inline, unless their blocking handle calls need the loop free.
+        self.factory = RayServiceAppFactory(
+            service, is_main=False, batching={}, sync_inline=not dependencies
+        )
         self.method = service.apis[plan.api]
         fields = self.method.input_spec.model_fields
         self._fields = [key for key in fields if key != self.method.ctx_param]
@@ -61,7 +62,8 @@ class ServiceApiCalls:
         if isinstance(batch_values, np.ndarray) and in_dim:  # rows along the API's batch axis
             batch_values = np.moveaxis(batch_values, 0, in_dim)
         kwargs = self._validated({parameter: batch_values})
-        return split_rows(await self._call(kwargs), stop - start, self.method.batch_dim[1])
+        result = await self.factory.call_api(self.plan.api, (), kwargs)
+        return split_rows(result, stop - start, self.method.batch_dim[1])
 
     async def call_row(self, batch: Mapping[str, np.ndarray], row: int) -> Any:
         kwargs = self._validated(
@@ -71,17 +73,7 @@ class ServiceApiCalls:
             return joined(
                 [chunk async for chunk in self.factory.stream_api(self.plan.api, (), kwargs)]
             )
-        return await self._call(kwargs)
-
-    async def _call(self, kwargs: dict[str, Any]) -> Any:
-        """The API function, as ``call_api`` runs it, but a sync one inline when no handle is
-        in play: an actor makes one call at a time, so a thread hop only adds its cost."""
-        if self._over_handles:
-            return await self.factory.call_api(self.plan.api, (), kwargs)
-        if self.method.ctx_param is not None:
-            kwargs[self.method.ctx_param] = self.factory.service.context
-        func, is_async = self.factory.local_api(self.plan.api)
-        return await func(**kwargs) if is_async else func(**kwargs)
+        return await self.factory.call_api(self.plan.api, (), kwargs)
 
     def _validated(self, given: dict[str, Any]) -> dict[str, Any]:
         """The API's arguments, as its input model makes them from the row (or raises)."""

@@ -64,8 +64,10 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         is_main: bool,
         batching: dict[str, dict[str, Any]],
         hub: HubLink | None = None,
+        sync_inline: bool = False,
     ) -> None:
         self._hub = hub
+        self._sync_inline = sync_inline
         self._traced = tracing_exporter_type() is not None
         self._server_header = f"BentoML Service/{service.name}"
         super().__init__(service, is_main=is_main)
@@ -182,7 +184,13 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
             resp.headers["Server"] = self._server_header
 
     async def _to_thread(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Where BentoML runs sync API functions: on threads that stay (``WorkerThreads``)."""
+        """Where BentoML runs sync API functions: on threads that stay (``WorkerThreads``).
+
+        With ``sync_inline`` (a Ray Data actor, which makes one call at a time and holds no
+        handle a sync function would block on) they run on the loop: the hop bought nothing.
+        """
+        if self._sync_inline:
+            return func(*args, **kwargs)
         return await self._threads.run(func, *args, **kwargs)
 
     def _batch_function(
@@ -203,12 +211,12 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         return run_batch
 
     async def _run_api(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        func, is_async = self.local_api(name)
+        func, is_async = self._local_api(name)
         if is_async:
             return await func(*args, **kwargs)
         return await self._to_thread(func, *args, **kwargs)
 
-    def local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
+    def _local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
         """The instance's API function and whether it is async, looked up once per API.
 
         BentoML builds the function afresh on each lookup, signature included.
@@ -258,7 +266,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         method = self.service.apis[name]
         if method.ctx_param is not None:
             kwargs = {**kwargs, method.ctx_param: self.service.context}
-        func, _ = self.local_api(name)  # looked up once per API, as for the other calls
+        func, _ = self._local_api(name)  # looked up once per API, as for the other calls
         if inspect.isasyncgenfunction(get_original_func(func)):
             async for chunk in func(*args, **kwargs):
                 yield chunk
