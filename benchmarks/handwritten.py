@@ -209,16 +209,20 @@ class TokenIngress:
         return StreamingResponse(tokens, media_type="text/plain")
 
 
-def iris_single() -> Application:
-    return IrisSingle.bind()
+# ``options`` go to every deployment of the application (the cold-start benchmark's
+# autoscaling from zero replicas).
 
 
-def iris_two_hops() -> Application:
-    return IrisIngress.bind(IrisModel.bind())
+def iris_single(**options: Any) -> Application:
+    return IrisSingle.options(**options).bind()
 
 
-def scorer() -> Application:
-    return Scorer.bind(Preprocessor.bind())
+def iris_two_hops(**options: Any) -> Application:
+    return IrisIngress.options(**options).bind(IrisModel.options(**options).bind())
+
+
+def scorer(**options: Any) -> Application:
+    return Scorer.options(**options).bind(Preprocessor.options(**options).bind())
 
 
 def vector_batched() -> Application:

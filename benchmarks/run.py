@@ -227,6 +227,7 @@ def workloads(names: list[str]) -> dict[str, Workload]:
             "/embed",
             vectors,
             [
+                Target("bentoml serve", bento="vector_model"),
                 Target("batching on", deployment, "vector_model"),
                 Target("batching off", deployment, "vector_model", {"enable_batching": False}),
                 Target("hand-written, serve.batch", "handwritten:vector_batched"),

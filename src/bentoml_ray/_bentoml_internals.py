@@ -10,16 +10,35 @@ that says so, and ``tests/unit/test_bentoml_internals.py`` fails loudly on it be
 
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
 
-try:
+if TYPE_CHECKING:
     from _bentoml_impl.server.app import ContextMiddleware, ServiceAppFactory
+
+#: Names imported on first use: BentoML's 1.2+ server app brings aiohttp and circus
+#: (0.7 s on 2 cores), which a runner-based replica, the hub and Ray Data never need.
+_IMPORTED_ON_USE = {
+    "ContextMiddleware": "_bentoml_impl.server.app",
+    "ServiceAppFactory": "_bentoml_impl.server.app",
+}
+
+
+def _moved(exc: ImportError) -> ImportError:
+    return ImportError(
+        f"bentoml-ray cannot find a BentoML internal it needs ({exc}); BentoML "
+        f"{bentoml.__version__} is installed. Install a BentoML version in bentoml-ray's "
+        "supported range (see its pyproject.toml)."
+    )
+
+
+try:
     from _bentoml_impl.tasks import Sqlite3Store
     from _bentoml_impl.tasks.result import (
         CompletedResultRow,
@@ -48,11 +67,20 @@ try:
     from bentoml._internal.service.service import Service as LegacyService
     from bentoml._internal.utils import get_original_func, is_async_callable
 except ImportError as exc:  # pragma: no cover - exercised only by a BentoML that moved them
-    raise ImportError(
-        f"bentoml-ray cannot find a BentoML internal it needs ({exc}); BentoML "
-        f"{bentoml.__version__} is installed. Install a BentoML version in bentoml-ray's "
-        "supported range (see its pyproject.toml)."
-    ) from exc
+    raise _moved(exc) from exc
+
+
+def __getattr__(name: str) -> Any:
+    module = _IMPORTED_ON_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise _moved(ImportError(f"{module}.{name}: {exc}")) from exc
+    globals()[name] = value  # found directly from now on
+    return value
+
 
 #: The page ``bentoml serve`` shows at ``/``: Swagger UI over ``docs.json``.
 INDEX_HTML: str = _bentoml_http_app.DEFAULT_INDEX_HTML
