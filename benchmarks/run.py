@@ -1,6 +1,8 @@
 """Side-by-side benchmark: `bentoml serve`, bentoml-ray and hand-written Ray Serve, one run.
 
-    python benchmarks/run.py                      # everything: ~25 min on 2 cores
+    python benchmarks/run.py                      # iris, composed, batching: ~25 min
+    python benchmarks/run.py --modes throughput --duration 8 --rounds 2 --workloads \\
+        iris,batching,batching-runner,image,image-large,streaming,streaming-5ms  # ~35 min
     python benchmarks/run.py --duration 1 --rounds 1 --connections 1 \\
         --workloads iris --modes default          # a smoke run
 
@@ -459,38 +461,55 @@ def run(args: argparse.Namespace, chosen: dict[str, Workload]) -> dict[str, Any]
         "memory_mib": {},
     }
 
-    # `bentoml serve` of each Bento, beside Ray the whole time: it does not depend on the mode.
-    serving: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    # Each workload in a Ray of its own, `bentoml serve` of its Bentos beside it: the idle
+    # replicas of other workloads took a third of this 2-core machine when they shared one.
     try:
-        for workload in chosen.values():
-            for target in workload.targets:
-                if target.on_ray or target.bento in serving:
-                    continue
-                port = free_port()
-                started = time.monotonic()
-                process = start(
-                    [str(BIN / "bentoml"), "serve", tags[target.bento], "--host", "127.0.0.1",
-                     "--port", str(port)], env, work / f"bentoml-serve-{target.bento}.log",
-                )  # fmt: skip
-                serving[target.bento] = (process, f"http://127.0.0.1:{port}")
-                wait_ok(f"http://127.0.0.1:{port}{target.path or workload.path}",
-                        workload.body, workload.content_type)  # fmt: skip
-                results["cold_start_s"][f"bentoml serve/{target.bento}"] = (
-                    time.monotonic() - started
-                )
-
         for mode in args.modes:
-            run_mode(mode, chosen, tags, serving, env, work, args, results)
+            for workload in chosen.values():
+                serving = serve_bentos(workload, tags, env, work, results)
+                try:
+                    run_workload(mode, workload, tags, serving, env, work, args, results)
+                finally:
+                    for process, _ in serving.values():
+                        stop(process)
     finally:
-        for process, _ in serving.values():
-            stop(process)
         shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def run_mode(
+def serve_bentos(
+    workload: Workload,
+    tags: dict[str, str],
+    env: dict[str, str],
+    work: pathlib.Path,
+    results: dict[str, Any],
+) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
+    """`bentoml serve` of each Bento that the workload compares with: process and URL."""
+    serving: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for target in workload.targets:
+            if target.on_ray or target.bento in serving:
+                continue
+            port = free_port()
+            started = time.monotonic()
+            process = start(
+                [str(BIN / "bentoml"), "serve", tags[target.bento], "--host", "127.0.0.1",
+                 "--port", str(port)], env, work / f"bentoml-serve-{target.bento}.log",
+            )  # fmt: skip
+            serving[target.bento] = (process, f"http://127.0.0.1:{port}")
+            wait_ok(f"http://127.0.0.1:{port}{target.path or workload.path}",
+                    workload.body, workload.content_type)  # fmt: skip
+            results["cold_start_s"][f"bentoml serve/{target.bento}"] = time.monotonic() - started
+    except BaseException:
+        for process, _ in serving.values():
+            stop(process)
+        raise
+    return serving
+
+
+def run_workload(
     mode: str,
-    chosen: dict[str, Workload],
+    workload: Workload,
     tags: dict[str, str],
     serving: dict[str, tuple[subprocess.Popen[bytes], str]],
     env: dict[str, str],
@@ -503,73 +522,75 @@ def run_mode(
     # One application per distinct deployment; targets that differ only in their API's
     # path share it.
     apps: dict[str, dict[str, Any]] = {}
-    for w in chosen.values():
-        for t in w.targets:
-            if t.on_ray and t.app_key() not in apps:
-                name = f"{w.name}-{slug(t.label)}"
-                apps[t.app_key()] = {
-                    "name": name, "factory": t.factory, "args": [tags[t.bento]] if t.bento else [],
-                    "kwargs": t.kwargs, "route_prefix": f"/{name}",
-                    "probe_url": f"{base}/{name}{t.path or w.path}",
-                    "probe_body": w.body.decode("latin-1"), "content_type": w.content_type,
-                }  # fmt: skip
-    spec = work / f"ray-{mode}.json"
+    for t in workload.targets:
+        if t.on_ray and t.app_key() not in apps:
+            name = f"{workload.name}-{slug(t.label)}"
+            apps[t.app_key()] = {
+                "name": name, "factory": t.factory, "args": [tags[t.bento]] if t.bento else [],
+                "kwargs": t.kwargs, "route_prefix": f"/{name}",
+                "probe_url": f"{base}/{name}{t.path or workload.path}",
+                "probe_body": workload.body.decode("latin-1"),
+                "content_type": workload.content_type,
+            }  # fmt: skip
+    spec = work / f"ray-{mode}-{workload.name}.json"
     spec.write_text(
         json.dumps({"port": port, "num_cpus": args.ray_cpus, "apps": list(apps.values())})
     )
-    print(f"[{mode}] starting Ray and deploying {len(apps)} applications ...", flush=True)
+    log = work / f"ray-{mode}-{workload.name}.log"
+    print(
+        f"[{mode}] {workload.name}: starting Ray, deploying {len(apps)} applications ...",
+        flush=True,
+    )
     host = start(
-        [sys.executable, str(HERE / "ray_host.py"), str(spec)],
-        {**env, **MODES[mode]},
-        work / f"ray-{mode}.log",
+        [sys.executable, str(HERE / "ray_host.py"), str(spec)], {**env, **MODES[mode]}, log
     )
     try:
         ready = pathlib.Path(f"{spec}.ready")
         deadline = time.monotonic() + 600
         while not ready.exists():
             if host.poll() is not None or time.monotonic() > deadline:
-                log = (work / f"ray-{mode}.log").read_text()[-3000:]
-                raise RuntimeError(f"Ray host for mode {mode} failed:\n{log}")
+                raise RuntimeError(
+                    f"Ray host for {mode}/{workload.name} failed:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         time.sleep(0.2)
         for app, seconds in json.loads(ready.read_text()).items():
             results["cold_start_s"][f"{mode}/{app}"] = seconds
 
-        for workload in chosen.values():
-            urls = {
-                t.label: (
-                    f"{base}{apps[t.app_key()]['route_prefix']}{t.path or workload.path}"
-                    if t.on_ray
-                    else f"{serving[t.bento][1]}{t.path or workload.path}"
-                )
-                for t in workload.targets
-            }
+        urls = {
+            t.label: (
+                f"{base}{apps[t.app_key()]['route_prefix']}{t.path or workload.path}"
+                if t.on_ray
+                else f"{serving[t.bento][1]}{t.path or workload.path}"
+            )
+            for t in workload.targets
+        }
 
-            for url in urls.values():  # warm-up
-                load(workload, url, max(workload.connections), min(2, args.duration))
-            for connections in workload.connections:
-                for round_ in range(args.rounds):
-                    for label, url in urls.items():
-                        result = load(workload, url, connections, args.duration)
-                        results["runs"].append({
-                            "mode": mode, "workload": workload.name, "target": label,
-                            "connections": connections, "round": round_, **result,
-                        })  # fmt: skip
-                        print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
-                              f"{label}: {result}", flush=True)  # fmt: skip
-            for target in workload.targets:
-                processes = (
-                    replica_processes(apps[target.app_key()]["name"])
-                    if target.on_ray
-                    else process_tree(serving[target.bento][0].pid)
-                )
-                key = f"{mode}/{workload.name}/{target.label}"
-                results["memory_mib"][key] = rss_mib(processes)
-                results["cold_start_s"][key] = (
-                    results["cold_start_s"].get(f"{mode}/{apps[target.app_key()]['name']}")
-                    if target.on_ray
-                    else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
-                )
+        for url in urls.values():  # warm-up
+            load(workload, url, max(workload.connections), min(2, args.duration))
+        for connections in workload.connections:
+            for round_ in range(args.rounds):
+                for label, url in urls.items():
+                    result = load(workload, url, connections, args.duration)
+                    results["runs"].append({
+                        "mode": mode, "workload": workload.name, "target": label,
+                        "connections": connections, "round": round_, **result,
+                    })  # fmt: skip
+                    print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
+                          f"{label}: {result}", flush=True)  # fmt: skip
+        for target in workload.targets:
+            processes = (
+                replica_processes(apps[target.app_key()]["name"])
+                if target.on_ray
+                else process_tree(serving[target.bento][0].pid)
+            )
+            key = f"{mode}/{workload.name}/{target.label}"
+            results["memory_mib"][key] = rss_mib(processes)
+            results["cold_start_s"][key] = (
+                results["cold_start_s"].get(f"{mode}/{apps[target.app_key()]['name']}")
+                if target.on_ray
+                else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
+            )
     finally:
         stop(host, timeout=90)
         node = pathlib.Path(f"{spec}.node")
@@ -698,7 +719,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                         help=f"comma-separated, of: {','.join(WORKLOADS)}")  # fmt: skip
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
     parser.add_argument(
-        "--ray-cpus", type=int, default=16, help="logical CPUs for Ray: one per replica at least"
+        "--ray-cpus",
+        type=int,
+        default=32,
+        help="logical CPUs for Ray: one per replica at least (all workloads: 22)",
     )
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -145,6 +145,16 @@ def test_untraced_answers_carry_the_server_name_only() -> None:
     assert bad.status_code == 400 and bad.headers["server"] == "BentoML Service/AppProbe"
 
 
+def test_each_api_function_is_made_once_and_answers_as_before() -> None:
+    factory = _factory()
+    with TestClient(_ingress(factory)) as client:
+        instance = service_instance(factory)
+        assert instance.echo is instance.echo and instance.echo.local is instance.echo.local
+        first = client.post("/scale", json={"rows": [[1.0, 2.0]]})
+        again = client.post("/scale", json={"rows": [[1.0]], "factor": 3.0})
+    assert first.json() == [[2.0, 4.0]] and again.json() == [[3.0]]
+
+
 def test_the_services_traffic_timeout_gives_bentomls_504_and_cancels_the_call() -> None:
     factory = _factory()
     with TestClient(_ingress(factory)) as client:

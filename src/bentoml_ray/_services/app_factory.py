@@ -18,6 +18,7 @@ BentoML's error answers behave as they do there. What changes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
@@ -284,11 +285,13 @@ def _keep_api_functions(instance: Any, apis: dict[str, Any]) -> None:
     An API is a descriptor on the service's class that builds its function afresh, with
     ``inspect.signature``, at every attribute lookup, and BentoML's endpoint looks it up
     per request: a tenth of the batched vector model's work in its root replica. The
-    function made once, kept on the instance, is the same on every lookup.
+    function made once, kept on the instance, is the same on every lookup. (A class that
+    refuses new attributes keeps BentoML's lookup.)
     """
     for name in apis:
-        if name not in vars(instance):
-            setattr(instance, name, getattr(instance, name))
+        if name not in getattr(instance, "__dict__", {name: None}):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(instance, name, getattr(instance, name))
 
 
 def _answer_mime_type_from_cache(spec: type[Any]) -> None:
