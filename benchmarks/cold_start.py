@@ -215,7 +215,8 @@ def in_ray(tags: dict[str, str], targets: list[str], rounds: int, cpus: int) -> 
             zero_name = f"{name}-from-zero"
             serve.run(build(target.factory, args, target.from_zero), name=zero_name,
                       route_prefix=f"/{zero_name}")  # fmt: skip
-            firsts = []
+            firsts: list[float] = []
+            failures: list[str] = []
             for _ in range(rounds):
                 deadline = time.monotonic() + 180
                 while running_replicas(zero_name) != 0:
@@ -223,9 +224,14 @@ def in_ray(tags: dict[str, str], targets: list[str], rounds: int, cpus: int) -> 
                         raise RuntimeError(f"{zero_name} did not scale to zero replicas")
                     time.sleep(0.5)
                 time.sleep(1)  # the proxy sees the change too
-                firsts.append(first_request_s(f"http://127.0.0.1:{port}/{zero_name}{path}", body))
+                url = f"http://127.0.0.1:{port}/{zero_name}{path}"
+                started = time.monotonic()
+                try:
+                    firsts.append(first_request_s(url, body))
+                except OSError as exc:  # an answer other than 200 is a finding, not a crash
+                    failures.append(f"after {time.monotonic() - started:.1f} s: {exc}")
             serve.delete(zero_name)
-            found[label] = {"deploy_s": deploy_s, "from_zero_s": firsts}
+            found[label] = {"deploy_s": deploy_s, "from_zero_s": firsts, "failed": failures}
             print(f"[ray] {label}: {found[label]}", flush=True)
     finally:
         serve.shutdown()
@@ -240,10 +246,10 @@ def table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for label, row in results["ray"].items():
-        lines.append(
-            f"| {label} | {row['deploy_s']:.1f} | {statistics.median(row['from_zero_s']):.1f} "
-            f"| {', '.join(f'{s:.1f}' for s in row['from_zero_s'])} |"
-        )
+        firsts = row["from_zero_s"]
+        median = f"{statistics.median(firsts):.1f}" if firsts else "-"
+        rounds = [f"{s:.1f}" for s in firsts] + [f"failed {f}" for f in row["failed"]]
+        lines.append(f"| {label} | {row['deploy_s']:.1f} | {median} | {', '.join(rounds)} |")
     lines += ["", "| replica | step | s (median) |", "| --- | --- | --- |"]
     for kind, steps in results["phases"].items():
         for step_name, seconds in steps.items():

@@ -62,7 +62,13 @@ BIN = pathlib.Path(sys.executable).parent
 
 MODES: dict[str, dict[str, str]] = {
     "default": {},
-    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "throughput": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Calls between deployments go over gRPC there, 4 MiB at most by default: the
+        # image workloads' pixels (14.7 MB as float32 for the PNG) need more (README).
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 2**20),
+    },
 }
 
 
@@ -463,15 +469,21 @@ def run(args: argparse.Namespace, chosen: dict[str, Workload]) -> dict[str, Any]
 
     # Each workload in a Ray of its own, `bentoml serve` of its Bentos beside it: the idle
     # replicas of other workloads took a third of this 2-core machine when they shared one.
+    # A workload that fails is reported and the run goes on with the next one.
+    results["failed"] = {}
     try:
         for mode in args.modes:
             for workload in chosen.values():
-                serving = serve_bentos(workload, tags, env, work, results)
                 try:
-                    run_workload(mode, workload, tags, serving, env, work, args, results)
-                finally:
-                    for process, _ in serving.values():
-                        stop(process)
+                    serving = serve_bentos(workload, tags, env, work, results)
+                    try:
+                        run_workload(mode, workload, tags, serving, env, work, args, results)
+                    finally:
+                        for process, _ in serving.values():
+                            stop(process)
+                except Exception as exc:
+                    results["failed"][f"{mode}/{workload.name}"] = str(exc)[-3000:]
+                    print(f"[{mode}] {workload.name} FAILED: {exc}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -643,6 +655,8 @@ def summarise(results: dict[str, Any], chosen: dict[str, Workload]) -> str:
     for run_ in results["runs"]:
         key = (run_["mode"], run_["workload"], run_["connections"], run_["round"])
         per_round.setdefault(key, {})[run_["target"]] = run_["rps"]
+    for name, error in results.get("failed", {}).items():
+        lines += [f"**{name} failed**: {error.splitlines()[0] if error else ''}", ""]
     lines += [
         "Ratios are of requests/s, or of tokens/s per stream for the streaming workloads.",
         "",
@@ -753,6 +767,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     drawn = chart(results, stem.with_suffix(".png"))
     print("\n" + table)
     print(f"\nresults: {stem}.json, .md" + (", .png" if drawn else " (no matplotlib: no chart)"))
+    if results["failed"]:
+        sys.exit(f"failed: {', '.join(results['failed'])}")
     return stem
 
 

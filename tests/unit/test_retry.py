@@ -81,6 +81,25 @@ def test_calls_are_retried_within_the_budget_only() -> None:
     assert len(attempts) == 1
 
 
+def test_a_call_above_grpcs_limit_says_which_setting_raises_it() -> None:
+    """What Ray's high-throughput mode raises for a call above 4 MiB (its text, verbatim).
+
+    The real one is met by the benchmark smoke run's 2 MB PNG workload, with the limit raised.
+    """
+    attempts = []
+
+    async def too_large() -> str:
+        attempts.append(1)
+        raise RuntimeError(
+            "<AioRpcError of RPC that terminated with: status = StatusCode.RESOURCE_EXHAUSTED "
+            'details = "SERVER: Received message larger than max (14746383 vs. 4194304)">'
+        )
+
+    with pytest.raises(bentoml_ray.BentoRayError, match="RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE"):
+        asyncio.run(call_with_retries(too_large, 3, "service 'PixelModel'"))
+    assert len(attempts) == 1  # not retried: it would fail the same way
+
+
 def test_a_stream_is_retried_only_before_its_first_chunk() -> None:
     opened = []
 

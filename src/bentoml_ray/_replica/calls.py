@@ -25,6 +25,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from .._defaults import MAX_RETRIES
+from .._errors import BentoRayError
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -85,6 +86,18 @@ def _log_retry(what: str, exc: BaseException, attempt: int, max_retries: int) ->
     )
 
 
+#: What gRPC says of a message above its limit (Ray's high-throughput mode calls over it).
+_GRPC_TOO_LARGE = "Received message larger than max"
+
+
+def _too_large(exc: BaseException, what: str) -> BentoRayError:
+    return BentoRayError(
+        f"A call to {what} carried more than Ray's limit for calls between deployments in "
+        "its high-throughput mode (gRPC; 4 MiB unless RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH "
+        f"says, in bytes, in the environment of the Ray processes): {exc}"
+    )
+
+
 async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, what: str) -> T:
     """``await send()``, sending again up to ``max_retries`` times if the replica died."""
     attempt = 0
@@ -92,6 +105,8 @@ async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, 
         try:
             return await send()
         except Exception as exc:
+            if _GRPC_TOO_LARGE in str(exc):
+                raise _too_large(exc, what) from exc
             if attempt >= max_retries or not replica_died(exc):
                 raise
             attempt += 1
@@ -116,6 +131,8 @@ async def stream_with_retries(
                 yield chunk
             return
         except Exception as exc:
+            if not delivered and _GRPC_TOO_LARGE in str(exc):
+                raise _too_large(exc, what) from exc
             if delivered or attempt >= max_retries or not replica_died(exc):
                 raise
             attempt += 1
