@@ -261,8 +261,8 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> pathlib.Path | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS),
-                        help=f"comma-separated, of: {', '.join(TARGETS)}")  # fmt: skip
+    parser.add_argument("--targets", type=lambda s: s.split(";"), default=list(TARGETS),
+                        help=f"separated by ';', of: {'; '.join(TARGETS)}")  # fmt: skip
     parser.add_argument("--ray-cpus", type=int, default=8)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
     parser.add_argument("--phases", nargs=2, metavar=("KIND", "TAG"), help=argparse.SUPPRESS)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path | None:
         print(json.dumps(phases(*args.phases)))
         return None
     if unknown := set(args.targets) - set(TARGETS):
-        parser.error(f"unknown target(s) {sorted(unknown)}; targets: {', '.join(TARGETS)}")
+        parser.error(f"unknown target(s) {sorted(unknown)}; targets: {'; '.join(TARGETS)}")
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bentoml-ray-cold-"))
     env = {**os.environ, "BENTOML_HOME": str(work / "home"), "RAY_USAGE_STATS_ENABLED": "0"}

@@ -116,9 +116,9 @@ def http_rows_per_s(tag: str, path: str, body: str, seconds: int, port: int) -> 
 
     serve.run(bentoml_ray.deployment(tag), name="http-loop", route_prefix="/")
     url = f"http://127.0.0.1:{port}{path}"
-    wait_ok(url, body)
-    run_wrk(url, body, 32, 2)  # warm-up
-    measured = run_wrk(url, body, 32, seconds)
+    wait_ok(url, body.encode())
+    run_wrk(url, body.encode(), "application/json", 32, 2)  # warm-up
+    measured = run_wrk(url, body.encode(), "application/json", 32, seconds)
     serve.delete("http-loop")
     assert measured["errors"] == 0, measured
     return float(measured["rps"])  # one row per request

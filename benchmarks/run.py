@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Collection
 from typing import Any
 
 import psutil
@@ -133,7 +134,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def build_bentos(env: dict[str, str], bentos: set[str]) -> dict[str, str]:
+def build_bentos(env: dict[str, str], bentos: Collection[str]) -> dict[str, str]:
     """Build the chosen Bentos into the run's own store; their tags ("" for the others)."""
 
     def bentoml_build(folder: pathlib.Path) -> str:

@@ -1,7 +1,11 @@
-"""The exceptions bentoml-ray raises before anything is deployed, and their spelling hints.
+"""The exceptions bentoml-ray raises, and their spelling hints.
 
-Both derive from the builtin a caller would reach for (``ValueError``, ``LookupError``), so
-code written against the original ``bentoml.ray`` that caught those keeps working.
+Nearly all are raised before anything is deployed; in a replica, only a call to a runner or
+dependency that Ray cannot carry (``_replica.calls``) raises ``BentoRayError`` itself.
+
+The two raised before deployment derive from the builtin a caller would reach for
+(``ValueError``, ``LookupError``), so code written against the original ``bentoml.ray``
+that caught those keeps working.
 """
 
 from __future__ import annotations
