@@ -1,6 +1,6 @@
 """Cold starts: `serve.run` to the first 200, and the first request from zero replicas.
 
-    python benchmarks/cold_start.py                # about 6 minutes on 2 cores
+    python benchmarks/cold_start.py                # about 13 minutes on 2 cores
     python benchmarks/cold_start.py --rounds 1 --targets "iris: hand-written"  # a smoke run
 
 Three measurements, each for bentoml-ray and for hand-written Ray Serve doing the same
@@ -11,7 +11,8 @@ with the runner embedded; the review scorer, 1.2+, two services):
 2. **From zero replicas**: every deployment with ``autoscaling_config`` ``min_replicas: 0``
    (and ``initial_replicas: 0``); once Serve reports no replica running, the time of one
    request. A request that needs two deployments waits for both to start, one after
-   the other, whoever wrote them. ``--rounds`` times each, scaling back to zero between.
+   the other, whoever wrote them. ``--rounds`` times each, scaling back to zero between;
+   a round that answers other than 200 is recorded as failed, and the run goes on.
 3. **Where a replica's start goes**, without Ray: a fresh Python process times each step a
    replica takes (importing Ray Serve, BentoML and bentoml-ray's replica modules, loading
    the Bento's service, loading its model, building the HTTP app); the hand-written replica
