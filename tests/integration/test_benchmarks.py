@@ -52,7 +52,7 @@ def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--duration", "1",
          "--rounds", "1", "--connections", "1", "--workloads", SMOKE_WORKLOADS,
          "--modes", modes, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=1200,  # 6 minutes here: a Ray per workload
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
