@@ -221,7 +221,8 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
     def _local_api(self, name: str) -> tuple[Callable[..., Any], bool]:
         """The instance's API function and whether it is async, looked up once per API.
 
-        BentoML builds the function afresh on each lookup, signature included.
+        The function itself is made once (``_keep_api_functions``); this keeps the
+        ``.local`` form and the async check beside it.
         """
         found = self._local_apis.get(name)
         if found is None:
