@@ -9,6 +9,7 @@ has passed, for a gentler load).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import pathlib
 import threading
@@ -43,6 +44,7 @@ class Load:
         check: Callable[[httpx.Response], bool] | None = None,
         timeout_s: float = 60.0,
         pause_s: float = 0.0,
+        abandon: bool = False,
     ) -> None:
         self.url = url
         self.body = body
@@ -50,8 +52,13 @@ class Load:
         self.check = check
         self.timeout_s = timeout_s
         self.pause_s = pause_s
+        #: Cancel the requests still running when the block ends, rather than wait for
+        #: their answers (a test that is done counting need not wait out a replacement).
+        self.abandon = abandon
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: asyncio.Future[Any] | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     def __enter__(self) -> Load:
@@ -60,6 +67,8 @@ class Load:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if self.abandon and self._loop is not None and self._clients is not None:
+            self._loop.call_soon_threadsafe(self._clients.cancel)
         self._thread.join(self.timeout_s + 30)
         assert not self._thread.is_alive(), "the load did not stop"
 
@@ -80,7 +89,10 @@ class Load:
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=self.connections)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
-            await asyncio.gather(*(self._client(client) for _ in range(self.connections)))
+            self._loop = asyncio.get_running_loop()
+            self._clients = asyncio.gather(*(self._client(client) for _ in range(self.connections)))
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clients
 
     @property
     def failures(self) -> list[Outcome]:
@@ -88,9 +100,13 @@ class Load:
 
     def wait_for(self, count: int, bound_s: float = 120.0) -> None:
         """Block until ``count`` requests were answered (bounded)."""
+        self.wait_until(lambda: len(self.outcomes) >= count, bound_s, f"{count} answers")
+
+    def wait_until(self, done: Callable[[], bool], bound_s: float, what: str) -> None:
+        """Block until ``done()`` holds (bounded): a condition on the outcomes so far."""
         deadline = time.monotonic() + bound_s
-        while len(self.outcomes) < count:
-            assert time.monotonic() < deadline, f"only {len(self.outcomes)} answers"
+        while not done():
+            assert time.monotonic() < deadline, f"no {what} in {bound_s:.0f} s: {self.summary()}"
             time.sleep(0.05)
 
     def summary(self) -> str:

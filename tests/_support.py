@@ -234,6 +234,17 @@ class RayCluster:
     token_auth: bool
 
 
+def cached_bentos(cache: str | pathlib.Path) -> set[str]:
+    """The Bentos (``name:version``) in a node's bentoml-ray cache, however they came."""
+    bentos = pathlib.Path(cache) / "bentos"
+    return {
+        f"{name.name}:{version.name}"
+        for name in (bentos.iterdir() if bentos.is_dir() else ())
+        for version in name.iterdir()
+        if (version / "bento.yaml").is_file()
+    }
+
+
 def ray_has_token_auth() -> bool:
     """Whether the installed Ray has token authentication (its CLI has ``get-auth-token``)."""
     from ray.scripts.scripts import cli

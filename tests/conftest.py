@@ -40,6 +40,7 @@ from _support import (  # noqa: E402
     SMALL_BODY_LIMIT,
     RayCluster,
     build_bento,
+    cached_bentos,
     free_port,
     ray_has_token_auth,
     ray_start_head,
@@ -65,6 +66,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid} starts Ray: it belongs in tests/integration/")
 
 
+#: Seconds spent per folder of tests/ (setup, call and teardown), for the closing summary.
+_SPENT: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    folder = report.nodeid.split("/")[1] if report.nodeid.startswith("tests/") else "other"
+    _SPENT[folder] = _SPENT.get(folder, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per folder (unit, integration, benchmarks): what each costs the suite."""
+    if _SPENT:
+        spent = ", ".join(f"tests/{name} {s:.0f} s" for name, s in sorted(_SPENT.items()))
+        terminalreporter.write_line(f"== time in tests: {spent}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_STORE, ignore_errors=True)
 
@@ -85,28 +102,48 @@ BENTO_SOURCES = {
     "fault_runner_bento": FIXTURES / "fault_runner",
     "fault_probe_bento": FIXTURES / "fault_probe",
     "counted_bento": FIXTURES / "counted_service",
+    # Second versions, for the tests that deploy a newer version of a running Bento.
+    "iris_v2_bento": EXAMPLES / "iris_classifier",
+    "counted_v2_bento": FIXTURES / "counted_service",
 }
+#: Lines changed in a copy of the source before it is built: (old, new).
+SOURCE_EDITS = {"counted_v2_bento": ('VERSION = "1"', 'VERSION = "2"')}
 
 
 @pytest.fixture(scope="session")
 def bento_builds(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[str]]]:
     """The Bentos this session's tests use, built two at a time (a ``bentoml build`` per
     core) as soon as the first is wanted: one after another they took a minute."""
-    # In the order the tests first want them.
+    # In the order the tests first want them; a second version after its first.
     wanted = dict.fromkeys(
         name
         for item in request.session.items
-        for name in getattr(item, "fixturenames", ())
+        for name in sorted(getattr(item, "fixturenames", ()), key=lambda n: "_v2_" in n)
         if name in BENTO_SOURCES
     )
+    if "iris_v2_bento" in wanted:
+        wanted = {"iris_bento": None, **wanted}
+    builds: dict[str, Future[str]] = {}
+    copies = pathlib.Path(tempfile.mkdtemp(prefix="bento-sources-"))
 
     def build(name: str) -> str:
+        source = BENTO_SOURCES[name]
         if name == "iris_bento":
             train_iris()  # the model the iris Bento packs
-        return build_bento(BENTO_SOURCES[name])
+        elif name == "iris_v2_bento":
+            builds["iris_bento"].result()  # packs the same model; submitted, so started, first
+        if name in SOURCE_EDITS:
+            old, new = SOURCE_EDITS[name]
+            source = pathlib.Path(shutil.copytree(source, copies / name))
+            service = source / "service.py"
+            service.write_text(service.read_text().replace(old, new))
+        return build_bento(source)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        yield {name: pool.submit(build, name) for name in wanted}
+        for name in wanted:
+            builds[name] = pool.submit(build, name)
+        yield builds
+    shutil.rmtree(copies, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +198,18 @@ def fault_probe_bento(bento_builds: dict[str, Future[str]]) -> str:
 def counted_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/counted_service: a metric made at import, tasks, a version."""
     return bento_builds["counted_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def iris_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """A second version of the iris example (the same source, built again)."""
+    return bento_builds["iris_v2_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def counted_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """A second version of tests/fixtures/counted_service: it answers ``version`` "2"."""
+    return bento_builds["counted_v2_bento"].result()
 
 
 @pytest.fixture(scope="session")
@@ -278,3 +327,18 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
             )
     for path in (temp_dir, far_home, far_cache):
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def empty_far_cache(ray_cluster: RayCluster) -> pathlib.Path:
+    """The far node's bentoml-ray cache, emptied for a test that ships a Bento there.
+
+    Every cluster test shares the far node, and a Bento an earlier test left in its cache
+    is used as it is: a test that checks shipping starts from nothing and sees its copy
+    arrive (``cached_bentos``), or it would pass with nothing shipped.
+    """
+    cache = pathlib.Path(ray_cluster.far_cache_dir)
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir()
+    assert not cached_bentos(cache)
+    return cache

@@ -20,11 +20,12 @@ import threading
 import time
 from typing import Any
 
+import bentoml
 import httpx
 import pytest
 import ray
 import yaml
-from _support import BIN, RayCluster, free_port, stop_process_group
+from _support import BIN, RayCluster, cached_bentos, free_port, stop_process_group
 from click.testing import CliRunner
 from ray.serve.schema import ServeDeploySchema
 
@@ -157,6 +158,7 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
     assert "http_options" not in config
 
     manifest_path = tmp_path / "rayservice.yaml"
+    latest_before = str(bentoml.get("iris_classifier:latest").tag)
     result = runner.invoke(
         main,
         ["build", "iris_classifier:latest", "--config", options, "--kuberay",
@@ -170,8 +172,14 @@ def test_build_serve_config_and_rayservice(iris_bento: str, tmp_path: pathlib.Pa
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
     assert manifest["metadata"] == {"name": "iris-classifier"}
     embedded = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    # ``:latest`` is written as the exact version it was (the session builds a second iris
+    # in the background, which may become the latest meanwhile).
+    latest = {latest_before, str(bentoml.get("iris_classifier:latest").tag)}
+    [embedded_app] = embedded["applications"]
+    assert embedded_app["args"]["target"] in latest, (embedded_app["args"], latest)
     assert embedded == {**config, "applications": [{**app, "args": {
-        **app["args"], "bento_uri": "s3://bucket/iris.bento"}}]}  # fmt: skip
+        **app["args"], "target": embedded_app["args"]["target"],
+        "bento_uri": "s3://bucket/iris.bento"}}]}  # fmt: skip
     cluster = manifest["spec"]["rayClusterConfig"]
     assert cluster["rayVersion"] == ray.__version__
     head = cluster["headGroupSpec"]
@@ -280,7 +288,7 @@ def _wait_for_200(url: str, deadline: float) -> None:
 
 @pytest.mark.ray_dashboard  # serve deploy talks to the cluster's dashboard
 def test_deploy_status_delete_on_a_cluster(
-    ray_cluster: RayCluster, iris_bento: str, tmp_path: pathlib.Path
+    ray_cluster: RayCluster, empty_far_cache: pathlib.Path, iris_bento: str, tmp_path: pathlib.Path
 ) -> None:
     """``serve deploy`` of a built config and ``bentoml-ray deploy``, side by side."""
     far = {"ray_actor_options": {"num_cpus": 0.1, "resources": {ray_cluster.far_resource: 1}}}
@@ -324,6 +332,8 @@ def test_deploy_status_delete_on_a_cluster(
         _wait_for_200(f"{ray_cluster.serve_url}/cli_deploy/classify", deadline=start + 60)
         _wait_for_200(f"{ray_cluster.serve_url}/cli_cfg/classify", deadline=start + 240)
         print(f"both answer after {time.monotonic() - start:.1f} s")
+        # The far node had it from the config's bento_uri, not from an earlier test.
+        assert cached_bentos(empty_far_cache) == {iris_bento}
 
         (code, text, err), (json_code, as_json, json_err) = map(
             _finish, [_cli(ray_cluster, "status"), _cli(ray_cluster, "status", "--json")]

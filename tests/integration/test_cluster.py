@@ -7,9 +7,12 @@ authentication, as ``ray start`` sets it), pins every replica to the far node th
 that resource, and deploys:
 
 - by default, from a store that the driver deletes right after ``deployment()``, so the
-  replicas can only have the Bento through Ray's runtime_env package;
+  replicas can only have the Bento from the driver node's ``BentoDepot``;
 - with ``bento_uri``, from a ``bentoml export`` archive, by a driver whose store is empty:
   every node fetches it, once, into its own cache.
+
+Each test starts with the far node's cache empty (``empty_far_cache``) and sees its
+Bentos arrive there: a copy an earlier test left would otherwise be served as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 from typing import Any
 
 import httpx
-from _support import RayCluster, delete_apps, run_driver
+from _support import RayCluster, cached_bentos, delete_apps, run_driver
 
 VIRGINICA = [5.9, 3.0, 5.1, 1.8]
 
@@ -71,7 +74,11 @@ def _drive(cluster: RayCluster, spec: dict[str, Any], store: str) -> dict[str, A
 
 
 def test_a_bento_shipped_through_ray_serves_on_a_node_without_it(
-    ray_cluster: RayCluster, bentoml_home: str, iris_bento: str, review_scorer_bento: str
+    ray_cluster: RayCluster,
+    empty_far_cache: pathlib.Path,
+    bentoml_home: str,
+    iris_bento: str,
+    review_scorer_bento: str,
 ) -> None:
     store = tempfile.mkdtemp(prefix="driver-store-")
     shutil.copytree(bentoml_home, store, dirs_exist_ok=True)
@@ -95,10 +102,12 @@ def test_a_bento_shipped_through_ray_serves_on_a_node_without_it(
     assert report["far_scorer"]["on_far_node_only"]
     far_bentos = pathlib.Path(ray_cluster.far_home) / "bentos"  # the far node's own store
     assert not far_bentos.exists() or not any(far_bentos.iterdir())
+    # The replicas had them from the depot: each copy arrived in the far node's cache.
+    assert cached_bentos(empty_far_cache) == {iris_bento, review_scorer_bento}
 
 
 def test_a_bento_from_a_uri_serves_with_no_store_anywhere(
-    ray_cluster: RayCluster, iris_bento: str
+    ray_cluster: RayCluster, empty_far_cache: pathlib.Path, iris_bento: str
 ) -> None:
     import bentoml
 
@@ -117,7 +126,7 @@ def test_a_bento_from_a_uri_serves_with_no_store_anywhere(
         report = _drive(ray_cluster, spec, empty_store)
         # Three replicas on the far node, one copy there: fetched once, shared.
         name, version = iris_bento.split(":")
-        fetched = pathlib.Path(ray_cluster.far_cache_dir) / "bentos" / name
+        fetched = empty_far_cache / "bentos" / name
         assert [p.name for p in fetched.iterdir()] == [version]
         assert (fetched / version / "models").is_dir()
         assert httpx.post(

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import BIN, EXAMPLES, RayCluster, deployed, load_module
+from _support import BIN, EXAMPLES, RayCluster, delete_apps, deployed, load_module
 
 import bentoml_ray
 
@@ -68,6 +68,13 @@ def test_example_2_through_serve_run_on_a_ray_start_cluster(
     ray_cluster: RayCluster, iris_bento: str
 ) -> None:
     env, url = ray_cluster.env, ray_cluster.serve_url
+    try:
+        _run_example_2(env, url)
+    finally:  # its replicas hold 4 of the cluster's CPUs: the later cluster tests need them
+        delete_apps(ray_cluster, "default")
+
+
+def _run_example_2(env: dict[str, str], url: str) -> None:
     done = subprocess.run(
         [str(BIN / "serve"), "run", "bento_ray_scaled:classifier", "--non-blocking"],
         cwd=IRIS, env=env, capture_output=True, text=True, timeout=300,

@@ -1,15 +1,18 @@
 """Killing a replica in the middle of load: what do clients see?
 
-Every deployment here runs two replicas and the callees are slow (0.2 s a runner call, 1 s
-a dependency call), so when a test ``ray.kill``s a replica (no graceful shutdown, as a
-crash) calls are surely running in it.
+The callees are slow (0.2 s a runner call, 1 s a dependency call), so when a test
+``ray.kill``s a replica (no graceful shutdown, as a crash) calls are surely running in it.
+Each test kills once and counts what its clients saw:
 
-- A runner or dependency-service replica: its running calls fail with ``ActorDiedError``
-  in the caller, which sends them again to the other replica (``_replica.calls``): no
-  client sees an error, for plain and streaming calls. With ``max_retries: 0`` they do.
-- An ingress (API-server / root service) replica: Ray's proxy routes new requests around
-  it, but the requests it was running are lost with it (a 500 from the proxy): that hop
-  is the client's, and Ray's default proxy does not retry it. Only those are lost.
+- A runner or dependency-service replica (one of two): its running calls fail with
+  ``ActorDiedError`` in the caller, which sends them again to the other replica
+  (``_replica.calls``): no client sees an error, for plain and streaming calls. The other
+  replica serves on, so these tests do not wait for the replacement. With
+  ``max_retries: 0`` the running calls fail.
+- An ingress (API-server / root service) replica, of both kinds of Bento at once: Ray's
+  proxy routes new requests around it, but the requests it was running are lost with it
+  (a 500 from the proxy): that hop is the client's, and Ray's default proxy does not retry
+  it. Only those are lost, and once the replacement runs every request is answered.
 
 Figures (failed requests, time until the replacement replica runs, the slowest request)
 are printed; run with ``-s`` to see them.
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import pytest
-from _load import Load, kill_replica, replica_actor_names, wait_replaced
+from _load import Load, Outcome, kill_replica, replica_actor_names, wait_replaced
 from _support import deployed
 
 import bentoml_ray
@@ -31,42 +35,31 @@ import bentoml_ray
 pytestmark = pytest.mark.usefixtures("serve_url")
 
 CONNECTIONS = 16
-#: Answers to wait for before the kill, and after the replacement replica runs.
-WARM_UP, AFTER = 60, 60
+#: Answers to wait for before the kill, and after it.
+WARM_UP, AFTER = 40, 40
 #: Bound on a replica's replacement (a loaded 2-core machine starts Python slowly).
 REPLACE_BOUND_S = 180.0
-#: Two apps of four replicas (and a replacement) must fit the session's 8 logical CPUs.
-SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
+#: Small replicas (three apps fit the session's logical CPUs), and a short graceful
+#: shutdown: deleting an app whose callee was killed need not wait out 20 s.
+SMALL = {"ray_actor_options": {"num_cpus": 0.25}, "graceful_shutdown_timeout_s": 1}
 
 
-def _kill_under_load(
-    url: str,
-    body: Any,
-    app: str,
-    deployment: str,
-    check: Callable[[httpx.Response], bool],
-    kill_both: bool = False,
-) -> tuple[Load, float]:
-    """Kill one of ``deployment``'s two replicas (or both) under load; return the load and
-    when the replacement ran (``time.monotonic()``)."""
-    with Load(url, body, CONNECTIONS, check=check) as load:
-        load.wait_for(WARM_UP)
-        victims = replica_actor_names(app, deployment)
-        assert len(victims) == 2, victims
-        killed_at = time.monotonic()
-        for victim in victims if kill_both else victims[:1]:
-            kill_replica(victim)
-        replaced_s = wait_replaced(app, deployment, victims, REPLACE_BOUND_S)
-        replaced_at = time.monotonic()
-        load.wait_for(len(load.outcomes) + AFTER)
+def _kill(app: str, deployment: str, replicas: int = 2) -> tuple[list[str], float]:
+    """Kill one of ``deployment``'s replicas; all of them, and when it was."""
+    victims = replica_actor_names(app, deployment)
+    assert len(victims) == replicas, victims
+    kill_replica(victims[0])
+    return victims, time.monotonic()
+
+
+def _report(what: str, load: Load, killed_at: float, replaced_s: float | None = None) -> None:
     hit = [o for o in load.outcomes if o.start <= killed_at <= o.end]
     slowest = max((o.end - o.start for o in hit), default=0.0)
+    replaced = "" if replaced_s is None else f"replacement running after {replaced_s:.1f} s; "
     print(
-        f"\n[faults] kill {deployment} in {app}: {load.summary()}; "
-        f"replacement running after {replaced_s:.1f} s; "
+        f"\n[faults] kill {what}: {load.summary()}; {replaced}"
         f"{len(hit)} requests in flight at the kill, slowest of them {slowest:.2f} s"
     )
-    return load, replaced_at
 
 
 def _is_work(response: httpx.Response) -> bool:
@@ -77,20 +70,15 @@ def _is_count(response: httpx.Response) -> bool:
     return response.text == "0\n1\n2\n"
 
 
-def _runner_app(tag: str, runner_options: dict[str, Any] | None = None) -> Any:
+def _runner_app(tag: str) -> Any:
     return bentoml_ray.deployment(
-        tag,
-        {"num_replicas": 2, **SMALL},
-        {"slow": {"num_replicas": 2, **SMALL, **(runner_options or {})}},
+        tag, {"num_replicas": 2, **SMALL}, {"slow": {"num_replicas": 2, **SMALL}}
     )
 
 
 def _probe_app(tag: str, worker_options: dict[str, Any] | None = None) -> Any:
-    return bentoml_ray.deployment(
-        tag,
-        {"num_replicas": 2, **SMALL},
-        {"Worker": {"num_replicas": 2, **SMALL, **(worker_options or {})}},
-    )
+    workers = {"num_replicas": 2, **SMALL, **(worker_options or {})}
+    return bentoml_ray.deployment(tag, {"num_replicas": 2, **SMALL}, {"Worker": workers})
 
 
 @pytest.fixture(scope="module")
@@ -109,31 +97,45 @@ def probe_app(serve_url: str, fault_probe_bento: str) -> Iterator[str]:
         yield app
 
 
+def _after(load: Load, count: int) -> Callable[[], bool]:
+    """``count`` more answers than ``load`` has now."""
+    target = len(load.outcomes) + count
+    return lambda: len(load.outcomes) >= target
+
+
 @pytest.mark.compat
 def test_killing_a_runner_replica_loses_no_request(serve_url: str, runner_app: str) -> None:
     url = f"{serve_url}/{runner_app}/work"
-    load, _ = _kill_under_load(url, {"x": 7}, runner_app, "fault_runner.runner.slow", _is_work)
+    with Load(url, {"x": 7}, CONNECTIONS, check=_is_work) as load:
+        load.wait_for(WARM_UP)
+        _, killed_at = _kill(runner_app, "fault_runner.runner.slow")
+        load.wait_until(_after(load, AFTER), 120, f"{AFTER} answers after the kill")
+    _report("a runner replica", load, killed_at)
+    assert [o for o in load.outcomes if o.start <= killed_at <= o.end], "nothing ran at the kill"
     assert not load.failures, load.summary()
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "check"),
-    [("work", {"x": 7}, _is_work), ("count", {"n": 3}, _is_count)],
-    ids=["call", "stream"],
-)
-def test_killing_a_dependency_replica_loses_no_request(
-    serve_url: str,
-    probe_app: str,
-    path: str,
-    body: Any,
-    check: Callable[[httpx.Response], bool],
+def test_killing_a_dependency_replica_loses_no_call_or_stream(
+    serve_url: str, probe_app: str
 ) -> None:
-    url = f"{serve_url}/{probe_app}/{path}"
-    load, _ = _kill_under_load(url, body, probe_app, "Worker", check)
+    """Plain calls and streams under load together, one kill of a ``Worker`` replica."""
+    base = f"{serve_url}/{probe_app}"
+    with (
+        Load(f"{base}/work", {"x": 7}, CONNECTIONS // 2, check=_is_work) as calls,
+        Load(f"{base}/count", {"n": 3}, CONNECTIONS // 2, check=_is_count) as streams,
+    ):
+        calls.wait_for(WARM_UP // 2)
+        streams.wait_for(WARM_UP // 2)
+        _, killed_at = _kill(probe_app, "Worker")
+        for load in (calls, streams):
+            load.wait_until(_after(load, AFTER // 2), 120, "answers after the kill")
+    _report("a dependency replica (calls)", calls, killed_at)
+    _report("a dependency replica (streams)", streams, killed_at)
+    assert not calls.failures, calls.summary()
     # A stream is retried only until its first chunk reached the caller: a replica that
     # dies between chunks cuts the response short (its chunks go out in one burst here).
-    cut_short = [f for f in load.failures if f.status == 599 and f.detail.startswith("0\n")]
-    assert len(load.failures) == len(cut_short), load.summary()
+    cut_short = [f for f in streams.failures if f.status == 599 and f.detail.startswith("0\n")]
+    assert len(streams.failures) == len(cut_short), streams.summary()
 
 
 def test_without_retries_the_killed_replicas_calls_fail(
@@ -141,31 +143,53 @@ def test_without_retries_the_killed_replicas_calls_fail(
 ) -> None:
     """``max_retries: 0`` opts out, which shows that the retries are what saved them.
 
-    Both replicas die here: Ray's router does not always spread 16 connections over both,
-    and a replica that was running nothing loses nothing (seen once: 0 failed of 248).
+    One ``Worker`` replica here, so every running call is in the one that dies (with two,
+    Ray's router does not always spread 16 connections over both). The test is done once
+    the failures are counted: the requests still waiting for a replacement are abandoned.
     """
     app = "faults-no-retries"
-    with deployed(_probe_app(fault_probe_bento, {"max_retries": 0}), app, route_prefix=f"/{app}"):
+    workers = {"max_retries": 0, "num_replicas": 1}
+    with deployed(_probe_app(fault_probe_bento, workers), app, route_prefix=f"/{app}"):
         url = f"{serve_url}/{app}/work"
-        load, _ = _kill_under_load(url, {"x": 7}, app, "Worker", _is_work, kill_both=True)
+        with Load(url, {"x": 7}, CONNECTIONS, check=_is_work, abandon=True) as load:
+            load.wait_for(WARM_UP)
+            _, killed_at = _kill(app, "Worker", replicas=1)
+            load.wait_until(lambda: bool(load.failures), 60, "failed request")
+    _report("the only dependency replica, max_retries 0", load, killed_at)
     assert load.failures, load.summary()
     assert all(failure.status == 500 for failure in load.failures), load.summary()
 
 
-@pytest.mark.parametrize("kind", ["runner-based", "1.2+"])
 def test_killing_an_ingress_replica_loses_only_its_running_requests(
-    serve_url: str, runner_app: str, probe_app: str, kind: str
+    serve_url: str, runner_app: str, probe_app: str
 ) -> None:
-    app, deployment = (
-        (runner_app, "fault_runner") if kind == "runner-based" else (probe_app, "Front")
-    )
-    load, replaced_at = _kill_under_load(
-        f"{serve_url}/{app}/work", {"x": 7}, app, deployment, _is_work
-    )
-    # At most the requests that were running in the killed replica: one per connection.
-    # Ray's proxy answers them 500, or (seen once in many runs, for the 1.2+ root) holds
-    # one until the client's 60 s timeout: no answer at all (status 0).
-    assert len(load.failures) <= CONNECTIONS, load.summary()
-    assert all(failure.status in (500, 0) for failure in load.failures), load.summary()
-    # Once the replacement runs, every request is answered.
-    assert not [f for f in load.failures if f.start > replaced_at], load.summary()
+    """One ingress replica of each kind of Bento killed at once, each under its own load."""
+    ingresses = {"runner-based": (runner_app, "fault_runner"), "1.2+": (probe_app, "Front")}
+    with ExitStack() as stack:
+        loads = {
+            kind: stack.enter_context(
+                Load(f"{serve_url}/{app}/work", {"x": 7}, CONNECTIONS, check=_is_work)
+            )
+            for kind, (app, _) in ingresses.items()
+        }
+        for load in loads.values():
+            load.wait_for(WARM_UP)
+        killed = {kind: _kill(app, deployment) for kind, (app, deployment) in ingresses.items()}
+        replaced_at: dict[str, float] = {}
+        replaced_s: dict[str, float] = {}
+        for kind, (app, deployment) in ingresses.items():  # both are replaced at once
+            replaced_s[kind] = wait_replaced(app, deployment, killed[kind][0], REPLACE_BOUND_S)
+            replaced_at[kind] = time.monotonic()
+        for load in loads.values():
+            load.wait_until(_after(load, AFTER), 120, f"{AFTER} answers after the replacement")
+
+    for kind, load in loads.items():
+        _report(f"an ingress replica ({kind})", load, killed[kind][1], replaced_s[kind])
+        failures: list[Outcome] = load.failures
+        # At most the requests that were running in the killed replica: one per connection.
+        # Ray's proxy answers them 500, or (seen once in many runs, for the 1.2+ root)
+        # holds one until the client's 60 s timeout: no answer at all (status 0).
+        assert len(failures) <= CONNECTIONS, (kind, load.summary())
+        assert all(failure.status in (500, 0) for failure in failures), (kind, load.summary())
+        # Once the replacement runs, every request is answered.
+        assert not [f for f in failures if f.start > replaced_at[kind]], (kind, load.summary())

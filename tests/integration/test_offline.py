@@ -1,8 +1,9 @@
 """Offline inference on a real Ray: ``map_api`` over Ray Datasets, ``bentoml-ray batch`` on files.
 
 The session's local Ray runs Ray Data's actors; the answers are compared with the same API
-called one row at a time in this process. The last test runs on the two-node ``ray start``
-cluster, its actors on the node whose BentoML store is empty.
+called one row at a time in this process. The last two tests run on the two-node ``ray
+start`` cluster: ``bentoml-ray batch`` as a user runs it there, and actors pinned to the
+node whose BentoML store (and, at the start, bentoml-ray cache) is empty.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import pathlib
 import subprocess
 from typing import Any
@@ -19,7 +19,7 @@ import bentoml
 import httpx
 import numpy as np
 import pytest
-from _support import BIN, FIXTURES, RayCluster, deployed, run_driver
+from _support import BIN, FIXTURES, RayCluster, cached_bentos, deployed, run_driver
 
 import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
@@ -72,7 +72,6 @@ def test_a_runner_api_over_a_dataset_answers_as_one_row_at_a_time(
     assert [row["output"] for row in answers] == iris_one_row_at_a_time(iris_bento, rows)
 
 
-@pytest.mark.compat
 def test_a_composed_1_2_api_over_a_dataset_answers_as_one_row_at_a_time(
     serve_url: str, review_scorer_bento: str
 ) -> None:
@@ -136,16 +135,16 @@ def test_dependencies_from_a_running_application(serve_url: str, review_scorer_b
     assert calls and sum(float(line.rsplit(" ", 1)[1]) for line in calls) >= 1, metrics[:2000]
 
 
-def _batch(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+def _batch(cluster: RayCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``bentoml-ray batch`` as a user runs it on a cluster (``RAY_ADDRESS`` set)."""
     return subprocess.run(
         [str(BIN / "bentoml-ray"), "batch", *args],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=cluster.env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
 def test_batch_command_scores_files(
-    iris_bento: str, review_scorer_bento: str, tmp_path: pathlib.Path
+    ray_cluster: RayCluster, iris_bento: str, review_scorer_bento: str, tmp_path: pathlib.Path
 ) -> None:
     import pandas as pd
 
@@ -153,7 +152,7 @@ def test_batch_command_scores_files(
     columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "iris.csv", index=False)
     done = _batch(
-        iris_bento, "--api", "classify", "--input", str(tmp_path / "iris.csv"),
+        ray_cluster, iris_bento, "--api", "classify", "--input", str(tmp_path / "iris.csv"),
         "--output", str(tmp_path / "answers.jsonl"), "--input-columns", ",".join(columns),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -169,8 +168,8 @@ def test_batch_command_scores_files(
     # A row the API rejects fails the job with one line naming it (as --on-error raise says).
     pd.DataFrame({"reviews": ["good", None]}).to_parquet(tmp_path / "reviews.parquet")
     failed = _batch(
-        review_scorer_bento, "--api", "score", "--input", str(tmp_path / "reviews.parquet"),
-        "--output", str(tmp_path / "scores"),
+        ray_cluster, review_scorer_bento, "--api", "score",
+        "--input", str(tmp_path / "reviews.parquet"), "--output", str(tmp_path / "scores"),
     )  # fmt: skip
     assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]
     last = failed.stderr.strip().splitlines()[-1]
@@ -193,9 +192,10 @@ print(json.dumps({"answers": [int(row["output"]) for row in rows]}))
 
 
 def test_actors_on_a_node_without_the_bento_get_it_shipped(
-    ray_cluster: RayCluster, iris_bento: str
+    ray_cluster: RayCluster, empty_far_cache: pathlib.Path, iris_bento: str
 ) -> None:
     rows = iris_rows(40)
     spec = {"tag": iris_bento, "rows": rows, "far": ray_cluster.far_resource}
     report = run_driver(OFFLINE_DRIVER, spec, ray_cluster.env)
     assert report["answers"] == iris_one_row_at_a_time(iris_bento, rows)
+    assert cached_bentos(empty_far_cache) == {iris_bento}  # shipped there, not found there

@@ -17,7 +17,6 @@ import time
 import httpx
 import pytest
 from _load import Load, replica_actor_names
-from _support import EXAMPLES, build_bento
 
 import bentoml_ray
 
@@ -43,7 +42,7 @@ def _replicas() -> set[str]:
 
 
 def test_redeploying_a_new_version_under_load_fails_no_request(
-    serve_url: str, iris_bento: str
+    serve_url: str, iris_bento: str, iris_v2_bento: str
 ) -> None:
     from ray import serve
 
@@ -51,7 +50,7 @@ def test_redeploying_a_new_version_under_load_fails_no_request(
         app = bentoml_ray.deployment(tag, {"num_replicas": 2}, {"iris_clf": {"num_replicas": 2}})
         serve.run(app, name=APP, route_prefix=f"/{APP}")
 
-    new_version = build_bento(EXAMPLES / "iris_classifier")
+    new_version = iris_v2_bento
     assert new_version != iris_bento
     run(iris_bento)
     try:

@@ -17,9 +17,6 @@ from _support import EXAMPLES, deployed, load_module
 
 APP = "serving"
 
-#: The compatibility suite (``-m compat``) runs this whole file on every supported version leg.
-pytestmark = pytest.mark.compat
-
 
 @pytest.fixture(scope="module")
 def iris_url(serve_url: str, iris_bento: str) -> Iterator[str]:
@@ -28,6 +25,7 @@ def iris_url(serve_url: str, iris_bento: str) -> Iterator[str]:
         yield serve_url
 
 
+@pytest.mark.compat
 def test_classify(iris_url: str) -> None:
     response = httpx.post(f"{iris_url}/classify", json=[[5.9, 3.0, 5.1, 1.8], [5.1, 3.5, 1.4, 0.2]])
     assert response.status_code == 200
@@ -35,6 +33,7 @@ def test_classify(iris_url: str) -> None:
     assert response.json() == [2, 0]
 
 
+@pytest.mark.compat
 def test_one_deployment_for_the_api_server_and_one_per_runner(iris_url: str) -> None:
     from ray import serve
 
@@ -51,6 +50,7 @@ def test_one_deployment_for_the_api_server_and_one_per_runner(iris_url: str) -> 
     }  # fmt: skip
 
 
+@pytest.mark.compat
 def test_bentoml_ray_alias() -> None:
     import bentoml
 

@@ -11,15 +11,13 @@ of the same Bento with the same configuration, and both are sent the same reques
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _support import FIXTURES, bentoml_serve, build_bento, deployed, wait_until_ready
+from _support import bentoml_serve, deployed, wait_until_ready
 from prometheus_client.parser import text_string_to_metric_families
 
 import bentoml_ray
@@ -174,17 +172,13 @@ def test_a_killed_hub_loses_no_request_and_metrics_come_back(counted_url: str) -
 
 
 def test_deploying_again_in_one_process_runs_the_newest_version(
-    serve_url: str, counted_bento: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve_url: str, counted_bento: str, counted_v2_bento: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COUNTED_TOKEN", TOKEN)
     for _ in range(3):  # the service module makes its metrics at import, each time
         bentoml_ray.deployment(counted_bento)
         bentoml_ray.application_builder({"target": counted_bento})
-    source = tmp_path / "counted_service"
-    shutil.copytree(FIXTURES / "counted_service", source)
-    service = source / "service.py"
-    service.write_text(service.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
-    newer = build_bento(source)
+    newer = counted_v2_bento  # the same source with VERSION = "2"
     assert newer != counted_bento
     with deployed(bentoml_ray.deployment(newer), "counted-v2", "/counted-v2"):
         assert _count(f"{serve_url}/counted-v2")["version"] == "2"

@@ -8,9 +8,13 @@ import os
 import bentoml
 import numpy as np
 import pydantic
+import pytest
 from bentoml.io import JSON, File, Image, NumpyNdarray, PandasDataFrame, Text
 
 from bentoml_ray import _bentoml_internals as internals
+
+#: What BentoML moves between releases: every leg of the compatibility suite runs it.
+pytestmark = pytest.mark.compat
 
 
 def test_every_internal_name_resolves() -> None:
