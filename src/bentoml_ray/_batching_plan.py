@@ -76,8 +76,9 @@ class BatchingPlan:
         config = check_mapping(batching_config, "batching_config")
         if config and not enable_batching:
             raise InvalidDeploymentConfig(
-                "batching_config is given but enable_batching is False, so it would have no "
-                "effect; pass enable_batching=True to batch on Ray Serve."
+                f"batching_config names {', '.join(map(repr, config))} but enable_batching "
+                "is False, so it would have no effect; pass enable_batching=True to batch "
+                "on Ray Serve."
             )
         for runner, per_method in config.items():
             if runner not in methods:

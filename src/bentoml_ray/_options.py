@@ -42,13 +42,20 @@ def is_int(value: object) -> bool:
 
 
 def check_deployment_options(
-    options: object, *, what: str, extra: frozenset[str] = frozenset()
+    options: object,
+    *,
+    what: str,
+    extra: frozenset[str] = frozenset(),
+    argument: str | None = None,
 ) -> dict[str, Any]:
     """Return a copy of ``options`` once every key and the loose values are known good.
 
-    ``what`` names the deployment in messages ("the API-server deployment", ...).
+    ``what`` names the deployment in messages ("the API-server deployment", ...);
+    ``argument``, the argument of ``deployment()`` that ``options`` is, when it is one
+    (a runner's options are named by the runner's key instead).
     """
-    checked = dict(check_mapping(options, f"The options of {what}"))
+    described = f"The options of {what}" if argument is None else f"{argument} ({what})"
+    checked = dict(check_mapping(options, described))
     allowed = RAY_DEPLOYMENT_OPTIONS | extra
     for key in checked:
         if key not in allowed:

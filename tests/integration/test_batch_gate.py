@@ -1,8 +1,11 @@
 """The batch gate: calls that arrive while a batch runs form one next batch, not many.
 
 Real ``serve.batch`` in a real replica (``serve.batch`` works only inside one): a probe
-deployment starts one call, lets ten more trickle in while its batch runs, and reports
-the batch sizes it saw.
+deployment starts one call, whose batch then holds the model until the probe lets it go;
+meanwhile ten more calls arrive one by one, each after the event loop has had time to
+take it in (queue it behind the gate, or let Ray's batcher close a batch for it). Then the
+probe releases the first batch and reports the batch sizes the model saw. Nothing waits on
+the clock: the order of events alone decides the batches.
 """
 
 from __future__ import annotations
@@ -19,28 +22,46 @@ from ray import serve
 from bentoml_ray._ray_compat import RAY_BATCH_OPTIONS
 from bentoml_ray._replica.batch_gate import gated_batch
 
+#: What Ray's serve.batch does differs between releases (max_concurrent_batches: 2.48+):
+#: every leg of the compatibility suite runs this file.
+pytestmark = pytest.mark.compat
+
 # The probe is defined here, so replicas get it by value rather than importing this file.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+#: Event-loop turns after each arrival: Ray's batcher needs a handful to take a call from
+#: its queue and close a batch with it (batch_wait_timeout_s 0: no timer runs out later).
+TURNS = 50
+
+
+async def _let_the_loop_run() -> None:
+    for _ in range(TURNS):
+        await asyncio.sleep(0)
 
 
 @serve.deployment
 class GateProbe:
     async def batch_sizes(self, gated: bool, options: dict[str, Any]) -> list[int]:
         sizes: list[int] = []
+        running, release = asyncio.Event(), asyncio.Event()
 
-        async def slow_model(calls: list[int]) -> list[int]:
+        async def model(calls: list[int]) -> list[int]:
             sizes.append(len(calls))
-            await asyncio.sleep(0.2)
+            if len(sizes) == 1:  # the first batch holds the model until released
+                running.set()
+                await release.wait()
             return calls
 
-        batcher = gated_batch(options, slow_model) if gated else serve.batch(**options)(slow_model)
+        batcher = gated_batch(options, model) if gated else serve.batch(**options)(model)
         first = asyncio.ensure_future(batcher(0))
-        await asyncio.sleep(0.05)  # the first call's batch is running now
+        await asyncio.wait_for(running.wait(), timeout=30)
         later = []
-        for i in range(1, 11):  # ten calls trickle in while it runs
+        for i in range(1, 11):  # ten calls arrive one by one while the first batch runs
             later.append(asyncio.ensure_future(batcher(i)))
-            await asyncio.sleep(0.005)
-        assert await asyncio.gather(first, *later) == list(range(11))
+            await _let_the_loop_run()
+        release.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, *later), timeout=30)
+        assert answers == list(range(11))
         return sizes
 
 

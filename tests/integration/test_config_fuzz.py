@@ -1,20 +1,21 @@
 """Property tests over ``deployment()``'s arguments, for both kinds of Bento.
 
 Whatever a user passes, ``deployment()`` either raises a ``BentoRayError`` whose message
-names something the user gave (an argument, a key or a value), or returns an application
-that deploys and answers. A failure never leaves anything deployed. Checking needs no Ray,
-so the validation property runs many examples; deploying is slow, so only a few deploy.
-Both are derandomized: the same examples every run.
+quotes something specific the user gave (a key or a value inside an argument, or an
+argument that is not a dict together with its type: ``_checks.names_what_was_given``), or
+returns an application that deploys and answers. A failure never leaves anything
+deployed. Checking needs no Ray, so the validation property runs many examples; deploying
+is slow, so only a few deploy. Both are derandomized: the same examples every run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
+from _checks import names_what_was_given
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray.serve import Application
@@ -94,30 +95,13 @@ arguments = st.fixed_dictionaries(
 )
 
 
-def _mentions(value: Any) -> Iterator[str]:
-    """Every key and leaf value of an argument, as a message might quote it."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield str(key)
-            yield from _mentions(item)
-    elif isinstance(value, list | tuple):
-        yield type(value).__name__
-        for item in value:
-            yield from _mentions(item)
-    else:
-        yield repr(value)
-        yield str(value)
-        yield type(value).__name__
-
-
 def _check(target: str, kwargs: dict[str, Any]) -> Application | None:
     """``deployment(target, **kwargs)``: an application, or None after a clear error."""
     try:
         return bentoml_ray.deployment(target, **kwargs)
     except BentoRayError as exc:
         message = str(exc)
-        named = {*kwargs, *(m for v in kwargs.values() for m in _mentions(v))} - {""}
-        assert any(name in message for name in named), f"{message!r} names none of {kwargs}"
+        assert names_what_was_given(message, kwargs), f"{message!r} names none of {kwargs}"
         return None
 
 

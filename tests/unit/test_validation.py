@@ -193,6 +193,23 @@ def test_every_target_form_and_the_old_keyword(iris_bento: str) -> None:
         iris_bento, runners_deployment_config_map={"iris_clf": {"num_replicas": 2}}
     )
     assert isinstance(app, Application)
+    # The old keyword has the new one's effect; ignored, the runner would keep Ray's default.
+    # (``deployment()`` hands it to ``plan_layout``: ``test_both_names_for_runner_options``.)
+    runner = "iris_classifier.runner.iris_clf"
+    old = _num_replicas(iris_bento, runners_deployment_config_map={"iris_clf": {"num_replicas": 2}})
+    assert old[runner] == 2
+    assert _num_replicas(iris_bento)[runner] == 1
+    assert (
+        _num_replicas(iris_bento, runner_deployment_config={"iris_clf": {"num_replicas": 2}}) == old
+    )
+
+
+def _num_replicas(target: Any, **options: Any) -> dict[str, Any]:
+    """Each deployment ``deployment(target, **options)`` makes -> its ``num_replicas``."""
+    from bentoml_ray._application import plan_layout
+
+    layout = plan_layout(target, options, environ=os.environ)
+    return {spec.name: spec.options.get("num_replicas", 1) for spec in layout.specs}
 
 
 def test_deployment_needs_no_running_ray(iris_bento: str) -> None:

@@ -57,7 +57,10 @@ def runner_layout(
     """Check every option against the loaded service; the deployments it then needs."""
     api_what = f"the API-server deployment of {svc.name!r}"
     api_options = check_deployment_options(
-        service_deployment_config, what=api_what, extra=API_SERVER_OPTIONS
+        service_deployment_config,
+        what=api_what,
+        extra=API_SERVER_OPTIONS,
+        argument="service_deployment_config",
     )
     route_prefix = check_route_prefix(api_options.pop("route_prefix", None))
     api_options.setdefault("max_ongoing_requests", MAX_ONGOING_REQUESTS)

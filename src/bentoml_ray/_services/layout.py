@@ -54,7 +54,10 @@ def service_layout(
     dependencies = [name for name in services if name != root.name]
     root_what = f"the root service {root.name!r}"
     root_options = check_deployment_options(
-        service_deployment_config, what=root_what, extra=API_SERVER_OPTIONS
+        service_deployment_config,
+        what=root_what,
+        extra=API_SERVER_OPTIONS,
+        argument="service_deployment_config",
     )
     route_prefix = check_route_prefix(root_options.pop("route_prefix", None))
     options_by_service = dict(
