@@ -66,6 +66,29 @@ def load_module(path: pathlib.Path, name: str | None = None) -> ModuleType:
         sys.path.remove(str(path.parent))
 
 
+#: The checks of the source that run with the tests (README's one test command runs them).
+SOURCE_CHECK_COMMANDS = {
+    "ruff lint": ["ruff", "check", "."],
+    "ruff format": ["ruff", "format", "--check", "."],
+    "mypy": ["mypy"],
+}
+
+
+#: The running checks, once started (conftest starts them with the session).
+SOURCE_CHECKS: dict[str, subprocess.Popen[str]] = {}
+
+
+def start_source_checks() -> dict[str, subprocess.Popen[str]]:
+    """Start ruff and mypy on the repository, each in a process of its own (once)."""
+    for name, command in SOURCE_CHECK_COMMANDS.items():
+        if name not in SOURCE_CHECKS:
+            SOURCE_CHECKS[name] = subprocess.Popen(
+                [sys.executable, "-m", *command], cwd=ROOT, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+    return SOURCE_CHECKS
+
+
 def train_iris() -> None:
     subprocess.run(
         [sys.executable, "train.py"], cwd=EXAMPLES / "iris_classifier", check=True, timeout=300

@@ -46,6 +46,7 @@ from _support import (  # noqa: E402
     ray_start_head,
     ray_start_worker,
     run_until_ok,
+    start_source_checks,
     train_iris,
 )
 
@@ -64,6 +65,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray") and UNIT_TESTS in item.path.parents:
             raise pytest.UsageError(f"{item.nodeid} starts Ray: it belongs in tests/integration/")
+    # ruff and mypy run in processes of their own from the start of the session (mypy takes
+    # a core for about 15 s): their tests go last and collect what they found.
+    checks = [item for item in items if item.path.name == "test_code_quality.py"]
+    items[:] = [item for item in items if item not in checks] + checks
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What runs beside the tests from the start: the Bento builds, ruff and mypy."""
+    if session.config.option.collectonly:
+        return
+    start_bento_builds(session.items)
+    if any(item.path.name == "test_code_quality.py" for item in session.items):
+        start_source_checks()
 
 
 #: Seconds spent per folder of tests/ (setup, call and teardown), for the closing summary.
@@ -83,7 +97,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(_STORE, ignore_errors=True)
+    _BUILD_POOL.shutdown(wait=True, cancel_futures=True)  # a build still running: -x, ^C
+    for path in (_STORE, _SOURCE_COPIES):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -110,40 +126,47 @@ BENTO_SOURCES = {
 SOURCE_EDITS = {"counted_v2_bento": ('VERSION = "1"', 'VERSION = "2"')}
 
 
-@pytest.fixture(scope="session")
-def bento_builds(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[str]]]:
-    """The Bentos this session's tests use, built two at a time (a ``bentoml build`` per
-    core) as soon as the first is wanted: one after another they took a minute."""
+#: The session's Bento builds, by fixture name (``start_bento_builds``).
+BENTO_BUILDS: dict[str, Future[str]] = {}
+_BUILD_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bento-build")
+_SOURCE_COPIES = pathlib.Path(tempfile.mkdtemp(prefix="bento-sources-"))
+
+
+def start_bento_builds(items: list[pytest.Item]) -> None:
+    """Build the Bentos the session's tests use, two at a time (a ``bentoml build`` per
+    core), from the start of the session: one after another, when first wanted, they
+    held up the tests that wanted them."""
     # In the order the tests first want them; a second version after its first.
     wanted = dict.fromkeys(
         name
-        for item in request.session.items
+        for item in items
         for name in sorted(getattr(item, "fixturenames", ()), key=lambda n: "_v2_" in n)
         if name in BENTO_SOURCES
     )
     if "iris_v2_bento" in wanted:
         wanted = {"iris_bento": None, **wanted}
-    builds: dict[str, Future[str]] = {}
-    copies = pathlib.Path(tempfile.mkdtemp(prefix="bento-sources-"))
+    for name in wanted:
+        BENTO_BUILDS[name] = _BUILD_POOL.submit(_build, name)
 
-    def build(name: str) -> str:
-        source = BENTO_SOURCES[name]
-        if name == "iris_bento":
-            train_iris()  # the model the iris Bento packs
-        elif name == "iris_v2_bento":
-            builds["iris_bento"].result()  # packs the same model; submitted, so started, first
-        if name in SOURCE_EDITS:
-            old, new = SOURCE_EDITS[name]
-            source = pathlib.Path(shutil.copytree(source, copies / name))
-            service = source / "service.py"
-            service.write_text(service.read_text().replace(old, new))
-        return build_bento(source)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for name in wanted:
-            builds[name] = pool.submit(build, name)
-        yield builds
-    shutil.rmtree(copies, ignore_errors=True)
+def _build(name: str) -> str:
+    source = BENTO_SOURCES[name]
+    if name == "iris_bento":
+        train_iris()  # the model the iris Bento packs
+    elif name == "iris_v2_bento":
+        BENTO_BUILDS["iris_bento"].result()  # packs the same model; submitted, so started, first
+    if name in SOURCE_EDITS:
+        old, new = SOURCE_EDITS[name]
+        source = pathlib.Path(shutil.copytree(source, _SOURCE_COPIES / name))
+        service = source / "service.py"
+        service.write_text(service.read_text().replace(old, new))
+    return build_bento(source)
+
+
+@pytest.fixture(scope="session")
+def bento_builds() -> dict[str, Future[str]]:
+    """The session's Bento builds (started with the session), by fixture name."""
+    return BENTO_BUILDS
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,23 @@
-"""ruff and mypy run with the tests, so the README's one test command checks them too."""
+"""ruff and mypy run with the tests, so the README's one test command checks them too.
+
+They start with the session, in processes of their own (conftest), and these tests, which
+run last, wait for their verdicts: mypy's 15 s then overlap the rest of the suite.
+"""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from _support import ROOT
-
-
-def _run(*command: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+import pytest
+from _support import start_source_checks
 
 
-def test_ruff_lint() -> None:
-    _run("ruff", "check", ".")
+@pytest.fixture(scope="module")
+def checks() -> dict[str, subprocess.Popen[str]]:
+    return start_source_checks()  # the ones running since the session started
 
 
-def test_ruff_format() -> None:
-    _run("ruff", "format", "--check", ".")
-
-
-def test_mypy_strict() -> None:
-    _run("mypy")
+@pytest.mark.parametrize("name", ["ruff lint", "ruff format", "mypy"])
+def test_source_check_passes(checks: dict[str, subprocess.Popen[str]], name: str) -> None:
+    output, _ = checks[name].communicate(timeout=300)
+    assert checks[name].returncode == 0, output[-5000:]
