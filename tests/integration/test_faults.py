@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from _load import Load, Outcome, kill_replica, replica_actor_names, wait_replaced
-from _support import deployed, run_all
+from _support import deployed
 
 import bentoml_ray
 
@@ -82,35 +82,19 @@ def _probe_app(tag: str, worker_options: dict[str, Any] | None = None) -> Any:
 
 
 @pytest.fixture(scope="module")
-def fault_apps(
-    serve_url: str, fault_runner_bento: str, fault_probe_bento: str
-) -> Iterator[dict[str, str]]:
-    """Both fixtures, two replicas of each deployment, deployed side by side: the name
-    (and URL prefix) of each application, by kind."""
-    from ray import serve
-
-    apps = {"runner-based": "faults-runner", "1.2+": "faults-probe"}
-    run_all({
-        apps["runner-based"]: (_runner_app(fault_runner_bento), "/faults-runner"),
-        apps["1.2+"]: (_probe_app(fault_probe_bento), "/faults-probe"),
-    })  # fmt: skip
-    try:
-        yield apps
-    finally:
-        for name in apps.values():
-            serve.delete(name)
+def runner_app(serve_url: str, fault_runner_bento: str) -> Iterator[str]:
+    """The runner-based fixture, two replicas of each deployment; its URL prefix."""
+    app = "faults-runner"
+    with deployed(_runner_app(fault_runner_bento), app, route_prefix=f"/{app}"):
+        yield app
 
 
 @pytest.fixture(scope="module")
-def runner_app(fault_apps: dict[str, str]) -> str:
-    """The runner-based fixture's application."""
-    return fault_apps["runner-based"]
-
-
-@pytest.fixture(scope="module")
-def probe_app(fault_apps: dict[str, str]) -> str:
-    """The 1.2+ fixture's application."""
-    return fault_apps["1.2+"]
+def probe_app(serve_url: str, fault_probe_bento: str) -> Iterator[str]:
+    """The 1.2+ fixture, two replicas of each service; its URL prefix."""
+    app = "faults-probe"
+    with deployed(_probe_app(fault_probe_bento), app, route_prefix=f"/{app}"):
+        yield app
 
 
 def _after(load: Load, count: int) -> Callable[[], bool]:
