@@ -201,12 +201,14 @@ def test_a_timed_out_sync_call_does_not_hold_up_the_next_one() -> None:
     """threads=1: the abandoned call sleeps on in its thread; the next gets another."""
     with TestClient(_ingress(_factory())) as client:
         started = time.monotonic()
-        timed_out = client.post("/nap", json={"seconds": 2.0})
+        timed_out = client.post("/nap", json={"seconds": 4.0})
         quick = client.post("/nap", json={"seconds": 0})
         took = time.monotonic() - started
     assert timed_out.status_code == 504
     assert quick.status_code == 200 and quick.text == "AppProbe_1"
-    assert took < 1.9, took  # did not wait for the sleeping call
+    # Did not wait for the sleeping call: 0.5 s of timeout, then an instant answer; the
+    # margin is wide, as the session's Bento builds and mypy run beside the unit tests.
+    assert took < 3.5, took
 
 
 @pytest.mark.parametrize("prefix", ["/", "/p"])
