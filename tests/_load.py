@@ -68,7 +68,8 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self.abandon and self._loop is not None and self._clients is not None:
-            self._loop.call_soon_threadsafe(self._clients.cancel)
+            with contextlib.suppress(RuntimeError):  # every client had ended: the loop closed
+                self._loop.call_soon_threadsafe(self._clients.cancel)
         self._thread.join(self.timeout_s + 30)
         assert not self._thread.is_alive(), "the load did not stop"
 

@@ -269,6 +269,8 @@ class RayCluster:
     env: dict[str, str]
     #: A custom resource only the second node has: ask for it to run there.
     far_resource: str
+    #: A custom resource only the head has: ask for it to stay off the far node.
+    head_resource: str
     #: The second node's (empty) BentoML store and its bentoml-ray cache.
     far_home: str
     far_cache_dir: str

@@ -1,4 +1,6 @@
-"""Session fixtures: a private BentoML store with the example Bentos, and one local Ray.
+"""Session fixtures: a private BentoML store with the example Bentos, one local Ray and
+one two-node ``ray start`` cluster; and what runs beside the tests from the start (the
+Bento builds, ruff and mypy).
 
 BENTOML_HOME is set before anything imports BentoML, so the developer's own store is never
 read or written. One Ray instance (``address="local"``, so a stale ``ray start`` cluster is
@@ -38,6 +40,7 @@ from _support import (  # noqa: E402
     FIXTURES,
     SECRET,
     SMALL_BODY_LIMIT,
+    SOURCE_CHECKS,
     RayCluster,
     build_bento,
     cached_bentos,
@@ -74,7 +77,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What runs beside the tests from the start: the Bento builds, ruff and mypy."""
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or session.testsfailed:  # collection errors
         return
     start_bento_builds(session.items)
     if any(item.path.name == "test_code_quality.py" for item in session.items):
@@ -99,6 +102,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _BUILD_POOL.shutdown(wait=True, cancel_futures=True)  # a build still running: -x, ^C
+    for check in SOURCE_CHECKS.values():  # not collected: the session stopped early
+        if check.poll() is None:
+            check.kill()
+            check.communicate()
     for path in (_STORE, _SOURCE_COPIES):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -160,7 +167,9 @@ def _build(name: str) -> str:
         old, new = SOURCE_EDITS[name]
         source = pathlib.Path(shutil.copytree(source, _SOURCE_COPIES / name))
         service = source / "service.py"
-        service.write_text(service.read_text().replace(old, new))
+        text = service.read_text()
+        assert old in text, f"{service} no longer has {old!r}: the edit would build a copy"
+        service.write_text(text.replace(old, new))
     return build_bento(source)
 
 
@@ -300,7 +309,8 @@ def four_bentos(
 def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[RayCluster]:
     """A two-node ``ray start`` cluster on loopback, as separate processes, with Serve.
 
-    The head (8 logical CPUs; a dashboard if a test needs ``serve deploy``) sees the test store; the
+    The head (8 logical CPUs, the custom resource ``head``; a dashboard if a test needs
+    ``serve deploy`` or the state API) sees the test store; the
     second node has an empty ``BENTOML_HOME``, a cache of its own and the custom resource
     ``far`` that only it has, so a deployment asking for ``far`` runs where the Bento is
     not. Token authentication is on where Ray has it (2.52+), as ``ray start`` sets it,
@@ -327,7 +337,8 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
     # 2.47's head gave up on its dashboard's 20 s startup deadline.
     wanted = any(item.get_closest_marker("ray_dashboard") for item in request.session.items)
     dashboard = ("--include-dashboard=true", "--dashboard-host=127.0.0.1") if wanted else ()
-    with ray_start_head(env, temp_dir, 8, *dashboard, f"--dashboard-port={dashboard_port}") as port:
+    head = ('--resources={"head": 100}', f"--dashboard-port={dashboard_port}")
+    with ray_start_head(env, temp_dir, 8, *dashboard, *head) as port:
         far_env = {**env, "BENTOML_HOME": far_home, "BENTOML_RAY_CACHE_DIR": far_cache}
         far_log = os.path.join(temp_dir, "ray-start-far.log")
         with ray_start_worker(far_env, port, far_log, 4, '--resources={"far": 100}'):
@@ -342,6 +353,7 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
                 serve_url=f"http://127.0.0.1:{http_port}",
                 env=client_env,
                 far_resource="far",
+                head_resource="head",
                 far_home=far_home,
                 far_cache_dir=far_cache,
                 temp_dir=temp_dir,

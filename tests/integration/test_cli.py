@@ -299,7 +299,8 @@ def test_deploy_status_delete_on_a_cluster(
             "runner_deployment_config": {"iris_clf": far},
         },
     )
-    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    # On the head only: its replicas on the far node would bring the Bento there first.
+    small = {"ray_actor_options": {"num_cpus": 0.1, "resources": {ray_cluster.head_resource: 1}}}
     deploy_options = _options(
         tmp_path / "deploy.yaml",
         {

@@ -21,6 +21,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+from concurrent.futures import Future
 from typing import Any
 
 import httpx
@@ -61,7 +62,8 @@ try:  # side by side where Ray can (serve.run_many), else one after another
             serve.run(application, name=app["name"], route_prefix=app["prefix"])
 except RuntimeError:
     for app, _ in apps:
-        for name, d in serve.status().applications[app["name"]].deployments.items():
+        status = serve.status().applications.get(app["name"])
+        for name, d in (status.deployments if status else {}).items():
             print(name, d.status, d.message, file=sys.stderr)
     raise
 for app, application in apps:
@@ -79,7 +81,7 @@ print(json.dumps(report))
 
 
 def _drive(cluster: RayCluster, spec: dict[str, Any], store: str) -> dict[str, Any]:
-    spec = {**spec, "serve_url": cluster.serve_url}  # each app's time to its first 200
+    spec = {**spec, "serve_url": cluster.serve_url}
     return run_driver(DRIVER, spec, {**cluster.env, "BENTOML_HOME": store})
 
 
@@ -87,9 +89,12 @@ def test_a_bento_shipped_through_ray_serves_on_a_node_without_it(
     ray_cluster: RayCluster,
     empty_far_cache: pathlib.Path,
     bentoml_home: str,
+    bento_builds: dict[str, Future[str]],
     iris_bento: str,
     review_scorer_bento: str,
 ) -> None:
+    for build in bento_builds.values():  # none still writing into the store it copies
+        build.result()
     store = tempfile.mkdtemp(prefix="driver-store-")
     shutil.copytree(bentoml_home, store, dirs_exist_ok=True)
     spec = {

@@ -7,15 +7,16 @@ Each test kills once and counts what its clients saw:
 - A runner or dependency-service replica (one of two): its running calls fail with
   ``ActorDiedError`` in the caller, which sends them again to the other replica
   (``_replica.calls``): no client sees an error, for plain and streaming calls. The other
-  replica serves on, so these tests do not wait for the replacement. With
-  ``max_retries: 0`` the running calls fail.
+  replica serves on; the runner test also sees its replacement serve (the dependency test
+  does not wait for it: the same replacement path). With ``max_retries: 0`` the running
+  calls fail.
 - An ingress (API-server / root service) replica, of both kinds of Bento at once: Ray's
   proxy routes new requests around it, but the requests it was running are lost with it
   (a 500 from the proxy): that hop is the client's, and Ray's default proxy does not retry
   it. Only those are lost, and once the replacement runs every request is answered.
 
-Figures (failed requests, time until the replacement replica runs, the slowest request)
-are printed; run with ``-s`` to see them.
+Figures (failed requests, time until a replacement replica runs where a test waits for
+it, the slowest request) are printed; run with ``-s`` to see them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from typing import Any
 
 import httpx
 import pytest
-from _load import Load, Outcome, kill_replica, replica_actor_names, wait_replaced
+from _load import (
+    Load,
+    Outcome,
+    kill_replica,
+    replica_actor_names,
+    running_replicas,
+    wait_replaced,
+)
 from _support import deployed
 
 import bentoml_ray
@@ -50,6 +58,12 @@ def _kill(app: str, deployment: str, replicas: int = 2) -> tuple[list[str], floa
     assert len(victims) == replicas, victims
     kill_replica(victims[0])
     return victims, time.monotonic()
+
+
+def _replaced(app: str, deployment: str, before: list[str]) -> bool:
+    """A replica not in ``before`` runs, and as many run as before the kill."""
+    fresh = set(replica_actor_names(app, deployment)) - set(before)
+    return bool(fresh) and running_replicas(app, deployment) >= len(before)
 
 
 def _report(what: str, load: Load, killed_at: float, replaced_s: float | None = None) -> None:
@@ -105,12 +119,15 @@ def _after(load: Load, count: int) -> Callable[[], bool]:
 
 @pytest.mark.compat
 def test_killing_a_runner_replica_loses_no_request(serve_url: str, runner_app: str) -> None:
-    url = f"{serve_url}/{runner_app}/work"
+    url, runner = f"{serve_url}/{runner_app}/work", "fault_runner.runner.slow"
     with Load(url, {"x": 7}, CONNECTIONS, check=_is_work) as load:
         load.wait_for(WARM_UP)
-        _, killed_at = _kill(runner_app, "fault_runner.runner.slow")
+        victims, killed_at = _kill(runner_app, runner)
         load.wait_until(_after(load, AFTER), 120, f"{AFTER} answers after the kill")
-    _report("a runner replica", load, killed_at)
+        # The replacement loads the Bento and takes calls like the others.
+        replaced_s = wait_replaced(runner_app, runner, victims, REPLACE_BOUND_S)
+        load.wait_until(_after(load, AFTER), 120, f"{AFTER} answers after the replacement")
+    _report("a runner replica", load, killed_at, replaced_s)
     assert [o for o in load.outcomes if o.start <= killed_at <= o.end], "nothing ran at the kill"
     assert not load.failures, load.summary()
 
@@ -176,10 +193,14 @@ def test_killing_an_ingress_replica_loses_only_its_running_requests(
             load.wait_for(WARM_UP)
         killed = {kind: _kill(app, deployment) for kind, (app, deployment) in ingresses.items()}
         replaced_at: dict[str, float] = {}
-        replaced_s: dict[str, float] = {}
-        for kind, (app, deployment) in ingresses.items():  # both are replaced at once
-            replaced_s[kind] = wait_replaced(app, deployment, killed[kind][0], REPLACE_BOUND_S)
-            replaced_at[kind] = time.monotonic()
+        while len(replaced_at) < len(ingresses):  # each noted as soon as it runs (bounded)
+            for kind, (app, deployment) in ingresses.items():
+                if kind not in replaced_at and _replaced(app, deployment, killed[kind][0]):
+                    replaced_at[kind] = time.monotonic()
+            waited = time.monotonic() - min(at for _, at in killed.values())
+            assert waited < REPLACE_BOUND_S, f"not replaced in {REPLACE_BOUND_S:.0f} s: {killed}"
+            time.sleep(0.1)
+        replaced_s = {kind: replaced_at[kind] - killed[kind][1] for kind in ingresses}
         for load in loads.values():
             load.wait_until(_after(load, AFTER), 120, f"{AFTER} answers after the replacement")
 

@@ -6,6 +6,7 @@ pass both.
 
 from __future__ import annotations
 
+import pathlib
 import socket
 from typing import Any
 
@@ -19,7 +20,7 @@ from _checks import (
     parse_listeners,
     secret_leaks,
 )
-from _support import FIXTURES, SECRET, bentoml_config_restored, load_module
+from _support import FIXTURES, SECRET, bentoml_config_restored, cached_bentos, load_module
 
 import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
@@ -155,3 +156,17 @@ def test_the_librarys_own_messages_are_accepted(iris_bento: str, kwargs: dict[st
     with pytest.raises(InvalidDeploymentConfig) as info:
         bentoml_ray.deployment(iris_bento, **kwargs)
     assert names_what_was_given(str(info.value), kwargs), str(info.value)
+
+
+# --- the shipping tests: a far node's cache starts empty, and its copy is seen arriving ----
+
+
+def test_a_cached_bento_is_seen_and_a_half_written_one_is_not(tmp_path: pathlib.Path) -> None:
+    """``cached_bentos`` is what ``empty_far_cache``'s tests compare before and after: a
+    Bento an earlier test left shows (so the empty start is checked), an unfinished copy
+    (no ``bento.yaml`` yet) does not."""
+    assert cached_bentos(tmp_path) == set()
+    (tmp_path / "bentos" / "iris" / "v1").mkdir(parents=True)
+    assert cached_bentos(tmp_path) == set()  # no bento.yaml: not a copy the node serves
+    (tmp_path / "bentos" / "iris" / "v1" / "bento.yaml").write_text("service: x\n")
+    assert cached_bentos(tmp_path) == {"iris:v1"}
