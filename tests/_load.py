@@ -147,13 +147,17 @@ def kill_replica(name: str) -> None:
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
 
 
+def is_replaced(app: str, deployment: str, before: list[str]) -> bool:
+    """A replica not in ``before`` exists, and as many run as ``before`` had."""
+    fresh = set(replica_actor_names(app, deployment)) - set(before)
+    return bool(fresh) and running_replicas(app, deployment) >= len(before)
+
+
 def wait_replaced(app: str, deployment: str, before: list[str], bound_s: float) -> float:
     """Seconds until a new replica (not in ``before``) runs and the count is back (bounded)."""
     start = time.monotonic()
     while True:
-        names = replica_actor_names(app, deployment)
-        fresh = set(names) - set(before)
-        if fresh and running_replicas(app, deployment) >= len(before):
+        if is_replaced(app, deployment, before):
             return time.monotonic() - start
         assert time.monotonic() - start < bound_s, f"{deployment} not back to {len(before)}"
         time.sleep(0.1)

@@ -31,9 +31,9 @@ import pytest
 from _load import (
     Load,
     Outcome,
+    is_replaced,
     kill_replica,
     replica_actor_names,
-    running_replicas,
     wait_replaced,
 )
 from _support import deployed
@@ -53,17 +53,11 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.25}, "graceful_shutdown_timeout_s":
 
 
 def _kill(app: str, deployment: str, replicas: int = 2) -> tuple[list[str], float]:
-    """Kill one of ``deployment``'s replicas; all of them, and when it was."""
+    """Kill the first of ``deployment``'s replicas; the replicas it had, and when."""
     victims = replica_actor_names(app, deployment)
     assert len(victims) == replicas, victims
     kill_replica(victims[0])
     return victims, time.monotonic()
-
-
-def _replaced(app: str, deployment: str, before: list[str]) -> bool:
-    """A replica not in ``before`` runs, and as many run as before the kill."""
-    fresh = set(replica_actor_names(app, deployment)) - set(before)
-    return bool(fresh) and running_replicas(app, deployment) >= len(before)
 
 
 def _report(what: str, load: Load, killed_at: float, replaced_s: float | None = None) -> None:
@@ -196,7 +190,7 @@ def test_killing_an_ingress_replica_loses_only_its_running_requests(
         replaced_at: dict[str, float] = {}
         while len(replaced_at) < len(ingresses):  # each noted as soon as it runs (bounded)
             for kind, (app, deployment) in ingresses.items():
-                if kind not in replaced_at and _replaced(app, deployment, killed[kind][0]):
+                if kind not in replaced_at and is_replaced(app, deployment, killed[kind][0]):
                     replaced_at[kind] = time.monotonic()
             waited = time.monotonic() - min(at for _, at in killed.values())
             assert waited < REPLACE_BOUND_S, f"not replaced in {REPLACE_BOUND_S:.0f} s: {killed}"
