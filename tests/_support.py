@@ -34,6 +34,12 @@ SECRET = "s3cr3t-" + secrets.token_hex(12)
 SMALL_BODY_LIMIT = 64 * 1024
 
 
+def own_ray_env() -> dict[str, str]:
+    """This process's environment without a Ray address or token: a process started with
+    it starts a Ray of its own (or joins only the cluster it is then told about)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

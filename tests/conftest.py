@@ -45,6 +45,7 @@ from _support import (  # noqa: E402
     build_bento,
     cached_bentos,
     free_port,
+    own_ray_env,
     ray_has_token_auth,
     ray_start_head,
     ray_start_worker,
@@ -319,7 +320,7 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
     """
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths
     far_home, far_cache = (tempfile.mkdtemp(prefix=p) for p in ("far-home-", "far-cache-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    env = own_ray_env()
     env.update(
         BENTOML_HOME=bentoml_home,
         RAY_USAGE_STATS_ENABLED="0",

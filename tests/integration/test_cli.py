@@ -25,7 +25,14 @@ import httpx
 import pytest
 import ray
 import yaml
-from _support import BIN, RayCluster, cached_bentos, free_port, stop_process_group
+from _support import (
+    BIN,
+    RayCluster,
+    cached_bentos,
+    free_port,
+    own_ray_env,
+    stop_process_group,
+)
 from click.testing import CliRunner
 from ray.serve.schema import ServeDeploySchema
 
@@ -217,11 +224,6 @@ def test_embedded_runners_are_not_listed_as_deployments(probe_bento: str) -> Non
 # --- real processes --------------------------------------------------------------------
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    return {**env, **extra}
-
-
 @pytest.mark.ray  # a process of its own starts Ray
 def test_serve_until_sigint(iris_bento: str, tmp_path: pathlib.Path) -> None:
     """``serve`` starts its own Ray, prints the URL, answers, and exits 0 on Ctrl-C."""
@@ -229,7 +231,7 @@ def test_serve_until_sigint(iris_bento: str, tmp_path: pathlib.Path) -> None:
     port = free_port()
     process = subprocess.Popen(
         [CLI, "serve", iris_bento, "--config", options, "--num-cpus", "4", "--port", str(port)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=own_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import pathlib
 import subprocess
 from typing import Any
@@ -21,7 +20,15 @@ import bentoml
 import httpx
 import numpy as np
 import pytest
-from _support import BIN, FIXTURES, RayCluster, cached_bentos, deployed, run_driver
+from _support import (
+    BIN,
+    FIXTURES,
+    RayCluster,
+    cached_bentos,
+    deployed,
+    own_ray_env,
+    run_driver,
+)
 
 import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
@@ -171,10 +178,9 @@ def test_batch_command_scores_files(
 
     # A row the API rejects fails the job with one line naming it (as --on-error raise says);
     # this one without RAY_ADDRESS, on the local Ray that the command then starts.
-    local = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     pd.DataFrame({"reviews": ["good", None]}).to_parquet(tmp_path / "reviews.parquet")
     failed = _batch(
-        local, review_scorer_bento, "--api", "score",
+        own_ray_env(), review_scorer_bento, "--api", "score",
         "--input", str(tmp_path / "reviews.parquet"), "--output", str(tmp_path / "scores"),
     )  # fmt: skip
     assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]
