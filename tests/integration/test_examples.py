@@ -1,7 +1,10 @@
-"""README's quickstart, run as README says: one process that builds the review scorer
-Bento into an empty BentoML store, serves it on a Ray of its own, answers a request and
-stops; and what a newcomer sees on the way (no warning, no traceback, nothing that reads
-as a failure)."""
+"""The examples README and the docs show, run as they say.
+
+README's quickstart is one process that builds the review scorer Bento into an empty
+BentoML store, serves it on a Ray of its own, answers a request and stops; what a newcomer
+sees on the way has no warning, no traceback and nothing that reads as a failure. The
+offline example's function runs on the session's Ray.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import subprocess
 import sys
 
 import pytest
-from _support import EXAMPLES, ROOT, own_ray_env
+from _support import EXAMPLES, ROOT, load_module, own_ray_env
 
 #: Words that would make a newcomer think something went wrong (Ray's exit noise was
 #: "Task ServeController.graceful_shutdown failed ... killed by `ray.kill`").
 ALARMING = re.compile(r"warning|traceback|error|fail|exception|killed", re.IGNORECASE)
+
+SCORER = EXAMPLES / "review_scorer"
 
 
 @pytest.mark.ray  # a process of its own starts Ray
@@ -27,7 +32,7 @@ def test_readme_quickstart_is_quiet_and_answers(tmp_path: pathlib.Path) -> None:
     env = {**own_ray_env(), "BENTOML_HOME": str(tmp_path / "bentoml")}  # a fresh store
     env.pop("PYTHONWARNINGS", None)  # as a newcomer's shell has it
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "review_scorer" / "quickstart.py")],
+        [sys.executable, str(SCORER / "quickstart.py")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     output = done.stdout + done.stderr
@@ -36,3 +41,16 @@ def test_readme_quickstart_is_quiet_and_answers(tmp_path: pathlib.Path) -> None:
     assert "POST /score" in done.stdout and "-> 200 [4.0, -2.5]" in done.stdout, output
     assert done.stdout.rstrip().endswith("Stopped Ray."), output
     assert not ALARMING.search(output), output
+
+
+def test_offline_example_scores_each_row(serve_url: str, review_scorer_bento: str) -> None:
+    import ray.data
+
+    example = load_module(SCORER / "offline.py", "review_scorer_offline")
+    texts = ["Great phone, love it", "Slow and broken", "Fine, I guess"]
+    reviews = ray.data.from_items([{"id": i, "reviews": text} for i, text in enumerate(texts)])
+    rows = sorted(
+        example.score_reviews(reviews, review_scorer_bento).take_all(), key=lambda r: r["id"]
+    )
+    assert [row["reviews"] for row in rows] == texts
+    assert [row["output"] for row in rows] == [4.0, -2.5, 0.5]
