@@ -16,20 +16,34 @@ driver's machinery, then starts without it (about 1.4 s sooner on a 2-core machi
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from . import _bentoml_ray_alias
-from ._errors import BentoNotFound, BentoRayError, InvalidDeploymentConfig
+from ._errors import (
+    BentoNotFound,
+    BentoRayError,
+    InvalidArgument,
+    InvalidBentoTag,
+    InvalidDeploymentConfig,
+    MissingColumn,
+    MissingExtra,
+    UnsupportedEnvironment,
+)
 
 if TYPE_CHECKING:
     from ._application import deployment
     from ._deploy.serve_config import application_builder
     from ._hub.deployment import hub_deployment_name
+    from ._offline.errors import ApiFailedOnRow, RowFailed
     from ._offline.map_api import map_api
     from ._runners.layout import api_server_deployment_name, runner_deployment_name
     from ._services.layout import service_deployment_name
 
-__version__ = "0.1.0"
+try:
+    __version__: str = importlib.metadata.version("bentoml-ray")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.1.0"
 
 #: Each public name that is imported on first use, and the module that defines it.
 _DEFINED_IN = {
@@ -37,6 +51,8 @@ _DEFINED_IN = {
     "application_builder": "._deploy.serve_config",
     "hub_deployment_name": "._hub.deployment",
     "map_api": "._offline.map_api",
+    "ApiFailedOnRow": "._offline.errors",
+    "RowFailed": "._offline.errors",
     "api_server_deployment_name": "._runners.layout",
     "runner_deployment_name": "._runners.layout",
     "service_deployment_name": "._services.layout",
@@ -55,9 +71,16 @@ def __getattr__(name: str) -> Any:
 _bentoml_ray_alias.install(lambda: __getattr__("deployment"))
 
 __all__ = [
+    "ApiFailedOnRow",
     "BentoNotFound",
     "BentoRayError",
+    "InvalidArgument",
+    "InvalidBentoTag",
     "InvalidDeploymentConfig",
+    "MissingColumn",
+    "MissingExtra",
+    "RowFailed",
+    "UnsupportedEnvironment",
     "api_server_deployment_name",
     "application_builder",
     "deployment",

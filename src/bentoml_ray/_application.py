@@ -19,6 +19,7 @@ from ._bento.source import resolve_target
 from ._bentoml_internals import LegacyService
 from ._errors import InvalidDeploymentConfig
 from ._layout import Layout
+from ._ray_compat import check_environment
 from ._runners.layout import runner_layout
 from ._services.layout import service_layout
 
@@ -64,10 +65,14 @@ def deployment(
         An application for ``serve.run(app)`` or ``serve run module:attr``.
 
     Raises:
-        InvalidDeploymentConfig: an option, runner, method or value that is not allowed;
-            the message names it and what is allowed.
+        InvalidArgument: an option, runner, method or value that is not allowed; the
+            message names it and what is allowed.
+        InvalidBentoTag: the tag is malformed (an ``InvalidArgument`` too).
         BentoNotFound: the tag is not in the BentoML store (or at ``bento_uri``).
+        UnsupportedEnvironment: Ray Serve is known not to work in this environment (a
+            Ray older than 2.57 with protobuf 7); the message says what to install.
     """
+    check_environment()
     return plan_layout(
         target,
         {

@@ -5,6 +5,12 @@ Where releases differ, the installed Ray's own signatures decide (the options it
 APIs are used; where every supported release offers one form, that form is used on all of
 them (the ingress below). Where a user asks for something the installed Ray lacks, the
 error names the Ray release that brought it.
+
+One combination is known not to work, and is refused before anything deploys
+(``check_environment``): a Ray older than 2.57 with protobuf 7. Its Serve controller reads
+configs with protobuf's ``FieldDescriptor.label``, which protobuf 7 removed. protobuf's
+side is read from protobuf itself; Ray's only from its version, since the code that reads
+``label`` is private to Ray.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 from ray import serve
 from starlette.types import ASGIApp
+
+from ._errors import UnsupportedEnvironment
 
 #: Every keyword that the installed Ray's ``serve.deployment`` takes. ``route_prefix`` is
 #: left out: the Rays that still list it (up to 2.55) refuse it at the deployment level.
@@ -57,10 +65,68 @@ NEWER_RAY_OPTIONS: dict[str, str] = {
 }
 
 
+#: Whether a ``DeploymentHandle`` call can carry a session id for Ray's routers.
+HANDLE_TAKES_SESSION_ID: bool = (
+    "session_id" in inspect.signature(serve.handle.DeploymentHandle.options).parameters
+)
+
+
+def handle_routing_options(model_id: str, session_id: str) -> dict[str, str]:
+    """``DeploymentHandle.options`` keywords for a call's model id and session id.
+
+    A Ray whose handles take no session id routes the call without it.
+    """
+    options = {"multiplexed_model_id": model_id} if model_id else {}
+    if session_id and HANDLE_TAKES_SESSION_ID:
+        options["session_id"] = session_id
+    return options
+
+
 def ray_version() -> str:
     import ray
 
     return str(ray.__version__)
+
+
+#: The first Ray release whose Serve controller works with protobuf 7.
+RAY_WITH_PROTOBUF_7 = (2, 57)
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def protobuf_has_field_label() -> bool:
+    """Whether protobuf's ``FieldDescriptor`` still has ``label`` (protobuf 6 and older)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    return hasattr(FieldDescriptor, "label")
+
+
+def environment_problem(
+    ray: str | None = None, protobuf_has_label: bool | None = None
+) -> str | None:
+    """What is known not to work in this environment, and what to install; None if nothing.
+
+    ``ray`` (a version) and ``protobuf_has_label`` default to the installed ones.
+    """
+    ray = ray_version() if ray is None else ray
+    if protobuf_has_label is None:
+        protobuf_has_label = protobuf_has_field_label()
+    if not protobuf_has_label and _release(ray) < RAY_WITH_PROTOBUF_7:
+        return (
+            f"Ray {ray}'s Serve controller fails with protobuf 7, which removed the "
+            "FieldDescriptor.label it reads: pip install 'protobuf<7' (or Ray 2.57.1 or newer)."
+        )
+    return None
+
+
+def check_environment() -> None:
+    """Raise ``UnsupportedEnvironment`` where Ray Serve is known not to work here."""
+    problem = environment_problem()
+    if problem is not None:
+        raise UnsupportedEnvironment(problem)
 
 
 def newer_ray_hint(option: str) -> str:

@@ -10,6 +10,8 @@ config's ``bento_uri``), a ``bentoml-ray deploy``, ``status`` and ``delete``.
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
 import json
 import os
 import pathlib
@@ -37,7 +39,7 @@ from click.testing import CliRunner
 from ray.serve.schema import ServeDeploySchema
 
 import bentoml_ray
-from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray import InvalidDeploymentConfig, _ray_compat
 from bentoml_ray._deploy.cli import main
 from bentoml_ray._deploy.kuberay import rayservice_name
 from bentoml_ray._deploy.options_file import read_options_file
@@ -66,6 +68,92 @@ def test_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Usage: ") and "--help" in result.output
+
+
+def test_version() -> None:
+    assert bentoml_ray.__version__ == importlib.metadata.version("bentoml-ray")
+    for flag in ("--version", "-V"):
+        result = CliRunner().invoke(main, [flag])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(
+            f"bentoml-ray {bentoml_ray.__version__} (Ray {ray.__version__}"
+        )
+
+
+def test_address_options_say_what_they_take() -> None:
+    """``--address`` is ray.init()'s, as for ``ray start`` and ``serve run``; RAY_ADDRESS
+    gives it, so no command shows it as required."""
+    for command in ("serve", "deploy", "status", "delete", "batch"):
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        address = " ".join(text[text.index("  --address") :].split("\n  --")[0].split())
+        assert "<head>:6379" in address and "not the dashboard URL" in address, address
+        assert "env var: RAY_ADDRESS" in address and "required" not in address, address
+    serve = CliRunner().invoke(main, ["serve", "--help"]).output
+    assert "--name" in serve
+
+
+def test_batch_takes_every_option_of_map_api() -> None:
+    text = CliRunner().invoke(main, ["batch", "--help"]).output
+    named = inspect.signature(bentoml_ray.map_api).parameters.values()
+    for parameter in named:
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            assert f"--{parameter.name.replace('_', '-')}" in text, parameter.name
+    for ray_data in ("--batch-size", "--concurrency", "--num-cpus", "--num-gpus", "--memory"):
+        assert ray_data in text
+    assert "--config" in text  # the rest of Ray Data's options, in a file
+
+
+def _one_line_error(result: Any) -> str:
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr
+    return str(result.stderr)
+
+
+def test_a_dashboard_url_as_address_is_refused_naming_what_to_give() -> None:
+    given = CliRunner().invoke(main, ["status", "--address", "http://127.0.0.1:8265"])
+    message = _one_line_error(given)
+    assert "--address is http://127.0.0.1:8265" in message and "<head>:6379" in message
+    from_env = CliRunner(env={"RAY_ADDRESS": "http://head:8265"}).invoke(main, ["delete", "x"])
+    assert "RAY_ADDRESS is http://head:8265, a Ray dashboard URL" in _one_line_error(from_env)
+
+
+def test_serve_sizes_only_the_local_ray_it_starts() -> None:
+    result = CliRunner().invoke(main, ["serve", "x:y", "--address", "auto", "--num-cpus", "2"])
+    assert "--num-cpus sizes the local Ray" in _one_line_error(result)
+
+
+def test_a_known_bad_environment_is_refused_before_anything_deploys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ray_compat, "ray_version", lambda: "2.50.0")
+    monkeypatch.setattr(_ray_compat, "protobuf_has_field_label", lambda: False)
+    for command in (["serve", "x:y"], ["deploy", "x:y"]):
+        message = _one_line_error(CliRunner().invoke(main, command))
+        assert "Ray 2.50.0" in message and "pip install 'protobuf<7'" in message
+
+
+def test_batch_without_ray_data_says_what_to_install(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray.data", None)  # as if pyarrow were missing
+    data = _write(tmp_path / "rows.csv", "a\n1\n")
+    result = CliRunner().invoke(
+        main, ["batch", "x:y", "--api", "f", "--input", data, "--output", str(tmp_path / "o")]
+    )
+    assert "pip install 'bentoml-ray[data]'" in _one_line_error(result)
+    assert "Traceback" not in result.output
+
+
+def test_batch_options_file_errors_name_the_key(tmp_path: pathlib.Path) -> None:
+    data = _write(tmp_path / "rows.csv", "a\n1\n")
+    options = _write(tmp_path / "batch.yaml", "batch_sise: 4\n")
+    args = ["batch", "x:y", "--api", "f", "--input", data, "--output", str(tmp_path / "o")]
+    message = _one_line_error(CliRunner().invoke(main, [*args, "--config", options]))
+    assert "'batch_sise'" in message and "Did you mean 'batch_size'?" in message
+    assert "resources" in message and "dependencies_from" in message  # the allowed keys
+    _write(tmp_path / "batch.yaml", "api: other\n")
+    message = _one_line_error(CliRunner().invoke(main, [*args, "--config", options]))
+    assert "sets 'api', which comes from the command line" in message
 
 
 def test_batch_names_a_file_format_it_cannot_tell(tmp_path: pathlib.Path) -> None:

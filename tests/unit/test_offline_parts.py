@@ -4,7 +4,8 @@ own work on real services loaded in this process (Ray Data runs it in tests/inte
 
 from __future__ import annotations
 
-import traceback
+import pickle
+import sys
 from typing import Any
 
 import bentoml
@@ -12,10 +13,19 @@ import numpy as np
 import pytest
 from _support import FIXTURES, bentoml_config_restored
 
-from bentoml_ray import InvalidDeploymentConfig
+import bentoml_ray
+from bentoml_ray import (
+    BentoRayError,
+    InvalidArgument,
+    InvalidDeploymentConfig,
+    MissingColumn,
+    MissingExtra,
+    RowFailed,
+)
 from bentoml_ray._bento.source import resolve_target
-from bentoml_ray._offline.actor import ApiFailedOnRow, BentoApiActor, row_failure
+from bentoml_ray._offline.actor import BentoApiActor
 from bentoml_ray._offline.columns import column_of, result_columns, split_rows
+from bentoml_ray._offline.errors import row_failed
 from bentoml_ray._offline.map_api import _check_ray_data_options, map_api
 from bentoml_ray._offline.plan import ApiPlan, plan_api
 
@@ -103,20 +113,39 @@ def test_an_array_api_gets_the_tensor_column_as_one_array(probe: Any) -> None:
     assert centred["rows"] is rows and rows[0].tolist() == [0.0, 1.0]  # the input, untouched
 
 
-def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(probe: Any) -> None:
+def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(
+    probe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.data import DataContext
+    from ray.exceptions import UserCodeException
+
     values = np.array([1.0, -3.0, 2.0])
     kept = actor(probe, "scale", ["value"], on_error="column")({"value": values})
     assert kept["output"].tolist() == [2.0, None, 4.0]
     assert kept["error"][0] is None and kept["error"][2] is None
     assert kept["error"][1] == "ValueError: negative value -3.0"
+    # In a Ray Data task, the current DataContext is that task's copy; here, this process's.
+    context = DataContext.get_current()
+    monkeypatch.setattr(context, "raise_original_map_exception", False)
     named = r"'scale' failed on the row \{'value': -3.0\}"
-    with pytest.raises(ApiFailedOnRow, match=named) as raised:
+    with pytest.raises(RowFailed, match=named) as raised:
         actor(probe, "scale", ["value"])({"value": values})
-    # The driver gets it as traceback text inside Ray's error; the CLI finds it there.
-    text = "".join(traceback.format_exception(raised.value)) + "\nUserCodeException: UDF failed"
-    failure = "API 'scale' failed on the row {'value': -3.0}: ValueError: negative value -3.0."
-    assert row_failure(f"ray::MapWorker(...)\n{text}") == failure
-    assert row_failure("ray.exceptions.RayTaskError: something else") is None
+    failed = raised.value
+    assert failed.api == "scale" and failed.row == {"value": -3.0}
+    assert type(failed.error) is ValueError and str(failed.error) == "negative value -3.0"
+    assert failed.__cause__ is failed.error
+    assert failed.summary == (
+        "API 'scale' failed on the row {'value': -3.0}: ValueError: negative value -3.0."
+    )
+    # Ray Data lets it through to the driver as it is, as an error in user code.
+    assert context.raise_original_map_exception is True
+    assert isinstance(failed, BentoRayError) and isinstance(failed, UserCodeException)
+    assert bentoml_ray.ApiFailedOnRow is RowFailed
+
+    # Ray pickles it to the driver: the attributes and the cause come through.
+    carried = pickle.loads(pickle.dumps(failed))
+    assert (carried.api, carried.row, str(carried)) == (failed.api, failed.row, str(failed))
+    assert type(carried.error) is ValueError and carried.__cause__ is carried.error
 
     # A batch its input model rejects is called again row by row: one row fails, not 16.
     texts = np.array(["a", None, "abc"], dtype=object)
@@ -128,8 +157,9 @@ def test_failed_rows_get_their_error_or_fail_the_job_naming_the_row(probe: Any) 
 def test_wrong_apis_columns_and_options_are_refused_naming_what_is_allowed(probe: Any) -> None:
     with pytest.raises(InvalidDeploymentConfig, match=r"no API 'mesure'.*'measure'.*Its APIs"):
         plan(probe, "mesure", ["texts"])
-    with pytest.raises(InvalidDeploymentConfig, match=r"needs the column.*'value'.*Its columns"):
+    with pytest.raises(MissingColumn, match=r"needs the column.*'value'.*Its columns") as info:
         plan(probe, "scale", ["values"])
+    assert info.value.missing == ("value",) and isinstance(info.value, InvalidArgument)
     with pytest.raises(InvalidDeploymentConfig, match=r"on_error must be 'raise'.*or 'column'"):
         plan(probe, "scale", ["value"], on_error="skip")
     with pytest.raises(InvalidDeploymentConfig, match="input_columns is for runner-based"):
@@ -148,6 +178,31 @@ def test_wrong_apis_columns_and_options_are_refused_naming_what_is_allowed(probe
         map_api([{"value": 1.0}], probe, "scale")
     options = {"batch_size": 8, "num_cpus": 0.5, "resources": {"far": 1}, "concurrency": 2}
     assert _check_ray_data_options(options) == options
+
+
+class _NotRebuilt(Exception):
+    """Pickles, but cannot be rebuilt from its args (its constructor wants two)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def test_a_failed_row_whose_error_cannot_travel_gets_a_stand_in() -> None:
+    failed = row_failed("scale", {"value": 1.0}, _NotRebuilt("no", 7))
+    assert type(failed.error) is RuntimeError and str(failed.error) == "_NotRebuilt: no"
+    assert failed.summary == "API 'scale' failed on the row {'value': 1.0}: _NotRebuilt: no."
+    assert pickle.loads(pickle.dumps(failed)).summary == failed.summary
+    kept = ValueError("fine")
+    assert row_failed("scale", {}, kept).error is kept
+
+
+def test_without_ray_data_map_api_says_what_to_install(
+    probe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray.data", None)  # as if pyarrow were missing
+    with pytest.raises(MissingExtra, match=r"needs Ray Data.*pip install 'bentoml-ray\[data\]'\.$"):
+        map_api(object(), probe, "scale")
 
 
 def test_results_become_columns() -> None:

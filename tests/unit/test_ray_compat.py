@@ -1,5 +1,8 @@
 """What differs between Ray releases: read from the installed Ray, named in errors.
 
+A Ray known not to work with the installed protobuf is refused with what to install; the
+check is tested with the condition injected, on any Ray.
+
 These run on every leg of the compatibility suite, so each end of the range checks its own
 side: the newest Ray takes every option of the table, the oldest refuses the newer ones
 with the release that brought them.
@@ -12,11 +15,12 @@ from typing import Any
 import pytest
 
 import bentoml_ray
-from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray import InvalidDeploymentConfig, UnsupportedEnvironment, _ray_compat
 from bentoml_ray._ray_compat import (
     NEWER_RAY_OPTIONS,
     RAY_BATCH_OPTIONS,
     RAY_DEPLOYMENT_OPTIONS,
+    environment_problem,
     ray_version,
 )
 
@@ -58,3 +62,40 @@ def test_an_option_newer_than_this_ray_names_the_release_it_needs(
         kwargs = {"runner_deployment_config": {"iris_clf": {option: 1}}}
     with pytest.raises(InvalidDeploymentConfig, match=f"'{option}' needs Ray {since} or newer"):
         bentoml_ray.deployment(iris_bento, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("ray", "protobuf_has_label", "refused"),
+    [
+        ("2.56.1", False, True),  # protobuf 7 removed FieldDescriptor.label
+        ("2.47.1", False, True),
+        ("2.56.1", True, False),  # protobuf 6 or older
+        ("2.57.1", False, False),  # Ray reads it without label
+        ("3.0.0", False, False),
+    ],
+)
+def test_old_ray_with_protobuf_7_is_named_with_what_to_install(
+    ray: str, protobuf_has_label: bool, refused: bool
+) -> None:
+    problem = environment_problem(ray, protobuf_has_label)
+    if not refused:
+        assert problem is None
+        return
+    assert problem is not None
+    assert f"Ray {ray}" in problem and "FieldDescriptor.label" in problem
+    assert "pip install 'protobuf<7'" in problem and problem.count(". ") == 0  # one sentence
+
+
+def test_this_environment_is_not_refused() -> None:
+    # Every leg of the compatibility suite pins protobuf<7 where its Ray needs it.
+    assert environment_problem() is None
+
+
+def test_deployment_refuses_a_known_bad_environment_before_anything_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ray_compat, "ray_version", lambda: "2.56.0")
+    monkeypatch.setattr(_ray_compat, "protobuf_has_field_label", lambda: False)
+    with pytest.raises(UnsupportedEnvironment, match=r"pip install 'protobuf<7'") as info:
+        bentoml_ray.deployment("no_such_bento:latest")  # refused before the tag is looked up
+    assert isinstance(info.value, bentoml_ray.BentoRayError)

@@ -13,7 +13,13 @@ from _support import EXAMPLES, ROOT
 from ray.serve import Application
 
 import bentoml_ray
-from bentoml_ray import BentoNotFound, InvalidDeploymentConfig
+from bentoml_ray import (
+    BentoNotFound,
+    BentoRayError,
+    InvalidArgument,
+    InvalidBentoTag,
+    InvalidDeploymentConfig,
+)
 
 
 def _raises(match: str, target: str, *args: Any, **kwargs: Any) -> str:
@@ -169,8 +175,29 @@ def test_tag_not_in_store_names_the_tag_and_the_store(iris_bento: str, bentoml_h
     assert bentoml_home in str(info.value)
     with pytest.raises(BentoNotFound, match="no_such_bento"):
         bentoml_ray.deployment("no_such_bento:latest")
-    with pytest.raises(BentoNotFound, match="not a valid Bento tag"):
-        bentoml_ray.deployment("Not A Tag!")
+    # As BentoML's original raised it: `except bentoml.exceptions.NotFound` catches it.
+    with pytest.raises(bentoml.exceptions.NotFound) as original:
+        bentoml_ray.deployment("no_such_bento:latest")
+    assert isinstance(original.value, BentoNotFound) and isinstance(original.value, LookupError)
+    assert not isinstance(original.value, InvalidArgument)
+
+
+@pytest.mark.parametrize("tag", ["Not A Tag!", "a:b:c", "x" * 70, "name:"])
+def test_a_malformed_tag_is_a_bad_argument(tag: str) -> None:
+    with pytest.raises(InvalidBentoTag, match="not a valid Bento tag") as info:
+        bentoml_ray.deployment(tag)
+    assert "name[:version]" in str(info.value)
+    assert isinstance(info.value, InvalidArgument) and isinstance(info.value, ValueError)
+    # Earlier releases raised BentoNotFound for it; `except BentoNotFound` still catches it.
+    assert isinstance(info.value, BentoNotFound)
+
+
+def test_the_old_names_are_the_new_classes() -> None:
+    assert InvalidDeploymentConfig is InvalidArgument
+    for name in bentoml_ray.__all__:
+        value = getattr(bentoml_ray, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, BentoRayError), name
 
 
 def test_wrong_target_type() -> None:

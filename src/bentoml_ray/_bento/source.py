@@ -19,10 +19,10 @@ from typing import Any
 
 import bentoml
 import ray
-from bentoml.exceptions import NotFound
+from bentoml.exceptions import BentoMLException, NotFound
 
 from .._bentoml_internals import LegacyService, NewService, bentoml_home
-from .._errors import BentoNotFound, InvalidDeploymentConfig
+from .._errors import BentoNotFound, InvalidBentoTag, InvalidDeploymentConfig
 from .import_metrics import metrics_of_this_import
 from .runtime_env import bento_requirements, derived_runtime_env
 from .shipping import fetch_bento, fetch_shipped, package_for_shipping, start_depot
@@ -157,10 +157,7 @@ def _source_from_uri(
             "With bento_uri, the target is the Bento's tag (str or bentoml.Tag), not "
             f"{type(target).__name__}."
         )
-    try:
-        tag = bentoml.Tag.from_taglike(target)
-    except ValueError as exc:
-        raise BentoNotFound(f"{str(target)!r} is not a valid Bento tag: {exc}") from exc
+    tag = parse_tag(target)
     folder = fetch_bento(bento_uri, tag)
     bento = bentoml.Bento.from_path(str(folder))
     pip = bento_requirements(str(folder)) if install_requirements else None
@@ -189,17 +186,27 @@ def bento_env_vars(bento: bentoml.Bento) -> dict[str, str]:
     }
 
 
-def get_bento(tag: str | bentoml.Tag) -> bentoml.Bento:
+def parse_tag(tag: str | bentoml.Tag) -> bentoml.Tag:
+    """``tag`` as a ``bentoml.Tag``; ``InvalidBentoTag`` if BentoML cannot parse it."""
     try:
-        return bentoml.get(tag)
+        return bentoml.Tag.from_taglike(tag)
+    except (ValueError, BentoMLException) as exc:  # BentoML raises both for bad tags
+        raise InvalidBentoTag(
+            f"{str(tag)!r} is not a valid Bento tag ({exc}); a tag is name[:version], such "
+            "as iris_classifier:latest."
+        ) from exc
+
+
+def get_bento(tag: str | bentoml.Tag) -> bentoml.Bento:
+    parsed = parse_tag(tag)
+    try:
+        return bentoml.get(parsed)
     except NotFound as exc:
         raise BentoNotFound(
             f"Bento {str(tag)!r} is not in the BentoML store at {bentoml_home()}/bentos. "
             "Build it with `bentoml build`, or point BENTOML_HOME at the store that has it "
             "(`bentoml list` shows what is there)."
         ) from exc
-    except ValueError as exc:  # a malformed tag string
-        raise BentoNotFound(f"{str(tag)!r} is not a valid Bento tag: {exc}") from exc
 
 
 def _source_of_service(svc: Any) -> BentoSource:

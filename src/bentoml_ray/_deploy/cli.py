@@ -3,21 +3,28 @@
 ``serve run module:app`` needs a Python file per Bento and a driver that stays up; this
 CLI takes the Bento tag and an options file (``deployment()``'s keywords in YAML) instead:
 
-- ``serve``: a local Ray (or ``RAY_ADDRESS``'s), in the foreground, until Ctrl-C;
+- ``serve``: a local Ray (or a running cluster's), in the foreground, until Ctrl-C;
 - ``deploy``: onto a running cluster, returning once the application runs;
 - ``status`` / ``delete``: what Serve runs on a cluster, and removing an application;
 - ``build``: a Serve config for ``serve deploy``, or a KubeRay ``RayService``;
 - ``batch``: an API over files (Parquet, CSV, JSON Lines) with Ray Data, answers to files.
 
-Errors that are the user's (a bad option, a missing Bento, an unreachable cluster) are one
-line on stderr and exit status 1, not a traceback.
+``--address`` means what it means to ``ray start``, ``ray status`` and ``serve run``: the
+address ``ray.init()`` connects to (the head's GCS address, ``auto`` or ``ray://``), also
+read from ``RAY_ADDRESS``. Ray's ``serve deploy`` and ``serve status`` take the dashboard's
+URL instead; given here, it is refused naming the address to give.
+
+Errors that are the user's (a bad option, a missing Bento, an unreachable cluster, an
+extra or a package to install) are one line on stderr and exit status 1, not a traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import os
+import platform
 import signal
 import socket
 import threading
@@ -28,15 +35,32 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from .._errors import BentoRayError
+from .. import __version__
+from .._errors import BentoRayError, InvalidArgument
+from .._ray_compat import check_environment, ray_version
 from .kuberay import manifest_yaml, rayservice_manifest
-from .options_file import read_options_file
+from .options_file import read_map_api_options, read_options_file
 from .serve_config import config_of_plan, config_yaml, plan_application
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_ADDRESS_HELP = "Ray cluster address (GCS host:port, or 'auto'); default: RAY_ADDRESS."
+_ADDRESS_HELP = (
+    "The Ray cluster to connect to, as ray.init() and `serve run --address` take it: the "
+    "head's GCS address (<head>:6379), 'auto' (the cluster `ray start` started on this "
+    "machine) or ray://<head>:10001 (Ray Client); not the dashboard URL "
+    "(http://<head>:8265) that `serve deploy` takes."
+)
+
+
+def _address_option(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--address",
+        envvar="RAY_ADDRESS",
+        show_envvar=True,
+        help=f"{_ADDRESS_HELP} [default: {default}]",
+    )
 
 
 class _Stopped(Exception):
@@ -68,12 +92,18 @@ def _options(config_file: str | None) -> dict[str, Any]:
 def _connect(address: str | None) -> None:
     """Connect to a running cluster; Ray's own connection errors become one line.
 
-    A ``host:port`` that nothing answers on is refused at once: ``ray.init`` would retry
-    it for minutes.
+    A dashboard URL is refused, naming the address to give instead. A ``host:port`` that
+    nothing answers on is refused at once: ``ray.init`` would retry it for minutes.
     """
     import ray
 
     address = address or "auto"
+    if address.startswith(("http://", "https://")):
+        raise InvalidArgument(
+            f"{_address_origin()} is {address}, a Ray dashboard URL (what `serve deploy` and "
+            "`ray job submit` take); bentoml-ray connects as ray.init() does, so give the "
+            "head's GCS address, <head>:6379 (or 'auto' on a node of the cluster)."
+        )
     host, _, port = address.rpartition(":")
     if host and port.isdigit() and "://" not in address:
         try:
@@ -88,13 +118,33 @@ def _connect(address: str | None) -> None:
         raise ConnectionError(f"Cannot connect to a Ray cluster at {address}: {exc}") from exc
 
 
+def _address_origin() -> str:
+    """Where ``--address`` came from, for messages: the option or ``RAY_ADDRESS``."""
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("address") if context is not None else None
+    return "RAY_ADDRESS" if source is ParameterSource.ENVIRONMENT else "--address"
+
+
+_VERSIONS = (
+    f"%(prog)s %(version)s (Ray {ray_version()}, BentoML {importlib.metadata.version('bentoml')}, "
+    f"Python {platform.python_version()})"
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="bentoml-ray", message=_VERSIONS)
 def main() -> None:
     """Run BentoML Bentos on Ray Serve.
 
     TAG is a Bento tag from the local BentoML store (BENTOML_HOME), such as
     iris_classifier:latest; it is resolved to its exact version. --config FILE is a YAML
-    file whose keys are bentoml_ray.deployment()'s keyword arguments.
+    file whose keys are bentoml_ray.deployment()'s keyword arguments (map_api()'s for
+    batch).
+
+    --address is the Ray cluster's address as ray.init(), `ray start --address` and
+    `serve run --address` take it (<head>:6379, 'auto', ray://<head>:10001), also read
+    from RAY_ADDRESS; Ray's `serve deploy` and `serve status` take the dashboard's URL
+    instead.
     """
 
 
@@ -106,24 +156,39 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Options file: deployment() keyword arguments in YAML.",
 )
+@click.option("--name", help="Application name [default: the service's name].")
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP host to bind.")
 @click.option("--port", default=8000, show_default=True, type=int, help="HTTP port.")
+@_address_option("a local Ray started for this command")
 @click.option(
     "--num-cpus",
     type=click.IntRange(min=1),
-    help="CPUs of the local Ray started here (default: the machine's).",
+    help="CPUs of the local Ray started here [default: the machine's]; not with --address.",
 )
 @_user_errors
 def serve_command(
-    tag: str, config_file: str | None, host: str, port: int, num_cpus: int | None
+    tag: str,
+    config_file: str | None,
+    name: str | None,
+    host: str,
+    port: int,
+    address: str | None,
+    num_cpus: int | None,
 ) -> None:
-    """Serve TAG on a local Ray until Ctrl-C (or SIGTERM).
+    """Serve TAG until Ctrl-C (or SIGTERM), on a local Ray or a running cluster.
 
-    Starts a fresh local Ray, or joins the cluster at RAY_ADDRESS if it is set (then only
-    this application is removed on exit, not Serve).
+    Without --address (or RAY_ADDRESS), starts a local Ray and stops it on exit; with
+    one, joins that cluster, and on exit removes only this application, not Serve.
     """
+    if address and num_cpus is not None:
+        raise InvalidArgument(
+            f"--num-cpus sizes the local Ray that serve starts; with {_address_origin()} "
+            "the cluster's own CPUs are used. Leave out one of them."
+        )
+    check_environment()
     plan = plan_application(tag, _options(config_file), environ=os.environ)
     app = plan.application()
+    app_name = name or plan.service_name
 
     import ray
     from ray import serve
@@ -131,7 +196,6 @@ def serve_command(
     # Ctrl-C must stop us even when the shell started us with SIGINT ignored (a
     # background job of a script), which Python would otherwise keep.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    address = os.environ.get("RAY_ADDRESS")
     serving = False
     failed: str | None = None
     try:
@@ -143,7 +207,7 @@ def serve_command(
         serve.start(http_options={"host": host, "port": port})
         serving = True
         try:
-            serve.run(app, name=plan.service_name, route_prefix=plan.route_prefix)
+            serve.run(app, name=app_name, route_prefix=plan.route_prefix)
         except RuntimeError as exc:  # the application failed to deploy; Serve says why
             failed = str(exc)
         else:
@@ -158,7 +222,7 @@ def serve_command(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if serving:
             if address:
-                serve.delete(plan.service_name)
+                serve.delete(app_name)
             else:
                 serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
@@ -172,14 +236,14 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 
 @main.command("deploy")
 @click.argument("tag")
-@click.option("--address", envvar="RAY_ADDRESS", required=True, help=_ADDRESS_HELP)
+@_address_option("auto")
 @click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
     help="Options file: deployment() keyword arguments in YAML.",
 )
-@click.option("--name", help="Application name (default: the service's name).")
+@click.option("--name", help="Application name [default: the service's name].")
 @click.option(
     "--timeout",
     default=900.0,
@@ -189,13 +253,14 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 )
 @_user_errors
 def deploy_command(
-    tag: str, address: str, config_file: str | None, name: str | None, timeout: float
+    tag: str, address: str | None, config_file: str | None, name: str | None, timeout: float
 ) -> None:
     """Deploy TAG to a running Ray cluster and wait until it runs.
 
     Prints each deployment's state as it changes; exits 0 once the application is
     RUNNING, 1 if it fails (with Serve's message) or is not running after --timeout.
     """
+    check_environment()
     plan = plan_application(tag, _options(config_file), environ=os.environ)
     app = plan.application()
     app_name = name or plan.service_name
@@ -243,7 +308,7 @@ def _show_progress(app: Any, shown: dict[str, str]) -> None:
 
 
 @main.command("status")
-@click.option("--address", envvar="RAY_ADDRESS", help=_ADDRESS_HELP)
+@_address_option("auto")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @_user_errors
 def status_command(address: str | None, as_json: bool) -> None:
@@ -281,7 +346,7 @@ def status_command(address: str | None, as_json: bool) -> None:
 
 @main.command("delete")
 @click.argument("name")
-@click.option("--address", envvar="RAY_ADDRESS", help=_ADDRESS_HELP)
+@_address_option("auto")
 @_user_errors
 def delete_command(name: str, address: str | None) -> None:
     """Delete the Serve application NAME and its deployments."""
@@ -317,7 +382,7 @@ def delete_command(name: str, address: str | None) -> None:
     type=click.Path(dir_okay=False),
     help="File to write [default: serve_config.yaml, or rayservice.yaml with --kuberay].",
 )
-@click.option("--name", help="Application name (default: the service's name).")
+@click.option("--name", help="Application name [default: the service's name].")
 @click.option("--host", help="Serve's HTTP host (http_options; default: Serve's).")
 @click.option("--port", type=int, help="Serve's HTTP port (http_options; default: Serve's).")
 @click.option("--kuberay", is_flag=True, help="Write a KubeRay RayService embedding the config.")
@@ -384,15 +449,34 @@ def build_command(
 @click.option(
     "--input-format",
     type=click.Choice(["parquet", "csv", "json"]),
-    help="Default: from --input's suffix.",
+    help="[default: from --input's suffix]",
 )
 @click.option(
     "--output-format",
     type=click.Choice(["parquet", "csv", "json"]),
-    help="Default: from --output's suffix, else --input's format.",
+    help="[default: from --output's suffix, else --input's format]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Options file: map_api() keyword arguments in YAML, Ray Data's options among them "
+    "(resources, runtime_env, accelerator_type...); the options below win over it.",
 )
 @click.option(
     "--input-columns", help="Runner-based APIs: the comma-separated columns the input is made of."
+)
+@click.option(
+    "--output-column", help="Where a result that is not dict-like goes [default: output]."
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "column"]),
+    help="A failed row fails the job, or gets its error in --error-column [default: raise].",
+)
+@click.option(
+    "--error-column",
+    help="With --on-error column: where a failed row's error goes [default: error].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per batch (Ray Data's).")
 @click.option(
@@ -402,18 +486,25 @@ def build_command(
 )
 @click.option("--num-cpus", type=click.FloatRange(min=0), help="CPUs each actor reserves.")
 @click.option("--num-gpus", type=click.FloatRange(min=0), help="GPUs each actor reserves.")
+@click.option("--memory", type=click.IntRange(min=1), help="Bytes of memory each actor reserves.")
 @click.option(
-    "--on-error",
-    type=click.Choice(["raise", "column"]),
-    default="raise",
-    show_default=True,
-    help="A failed row fails the job, or gets an 'error' column.",
+    "--dependencies-from",
+    metavar="APP",
+    help="A Serve application serving this 1.2+ Bento (deployed with bentoml-ray): the root "
+    "service's dependencies are called there instead of running in each actor.",
 )
 @click.option(
-    "--address",
-    envvar="RAY_ADDRESS",
-    help="Ray cluster address; default: RAY_ADDRESS, else a local Ray started here.",
+    "--bento-uri",
+    help="Where the actors' nodes fetch the Bento from (s3://, gs://, file://...) "
+    "[default: shipped from this machine's store].",
 )
+@click.option(
+    "--install-requirements",
+    is_flag=True,
+    default=None,
+    help="Install the Bento's Python requirements in every actor (runtime_env pip).",
+)
+@_address_option("a local Ray started for this command")
 @_user_errors
 def batch_command(
     tag: str,
@@ -422,22 +513,34 @@ def batch_command(
     output_path: str,
     input_format: str | None,
     output_format: str | None,
+    config_file: str | None,
     input_columns: str | None,
+    output_column: str | None,
+    on_error: str | None,
+    error_column: str | None,
     batch_size: int | None,
     concurrency: int | None,
     num_cpus: float | None,
     num_gpus: float | None,
-    on_error: str,
+    memory: int | None,
+    dependencies_from: str | None,
+    bento_uri: str | None,
+    install_requirements: bool | None,
     address: str | None,
 ) -> None:
     """Run TAG's API on every row of --input; write the rows with its answers to --output.
 
-    A 1.2+ API takes each parameter from the column of the same name. Ray Data shows its
-    progress as it goes; the Bento is shipped to the cluster's nodes from this machine.
+    A 1.2+ API takes each parameter from the column of the same name. The options are
+    bentoml_ray.map_api()'s. Ray Data shows its progress as it goes; the Bento is shipped
+    to the cluster's nodes from this machine unless --bento-uri says where they fetch it.
+    Needs the data extra: pip install 'bentoml-ray[data]'.
     """
+    from .._offline.map_api import require_ray_data
+
+    require_ray_data("bentoml-ray batch")
     import ray
 
-    from .._offline.actor import row_failure
+    from .._offline.errors import RowFailed
     from .._offline.files import file_format, read_rows, write_rows
     from .._offline.map_api import actor_pool, map_api
 
@@ -446,14 +549,26 @@ def batch_command(
         target_format = file_format(output_path, output_format, "--output")
     except BentoRayError:
         target_format = source_format  # a folder name with no suffix: as the input
-    options: dict[str, Any] = {"on_error": on_error}
-    if concurrency is not None:
-        options.update(actor_pool(concurrency))
-    for key, value in (("batch_size", batch_size), ("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None:
-            options[key] = value
+    options = read_map_api_options(config_file) if config_file else {}
+    given: dict[str, Any] = {
+        "output_column": output_column,
+        "on_error": on_error,
+        "error_column": error_column,
+        "batch_size": batch_size,
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "memory": memory,
+        "dependencies_from": dependencies_from,
+        "bento_uri": bento_uri,
+        "install_requirements": install_requirements,
+    }
+    options.update({key: value for key, value in given.items() if value is not None})
     if input_columns:
         options["input_columns"] = [name.strip() for name in input_columns.split(",")]
+    if concurrency is not None:
+        options.pop("concurrency", None)
+        options.pop("compute", None)
+        options.update(actor_pool(concurrency))
     if address:
         _connect(address)
     else:
@@ -461,11 +576,8 @@ def batch_command(
     try:
         answers = map_api(read_rows(input_path, source_format), tag, api, **options)
         write_rows(answers, output_path, target_format)
-    except Exception as exc:
-        failed_row = row_failure(str(exc))
-        if failed_row is None:
-            raise
-        _fail(f"{failed_row} (--on-error column keeps going.) {output_path} is incomplete.")
+    except RowFailed as failed:
+        _fail(f"{failed.summary} (--on-error column keeps going.) {output_path} is incomplete.")
     finally:
         ray.shutdown()
     click.echo(f"Wrote the answers of {api!r} to {output_path} ({target_format}).")

@@ -1,4 +1,4 @@
-"""The options file of the CLI, and the ``args`` of a Serve config: ``deployment()``'s keywords.
+"""The options files of the CLI, and the ``args`` of a Serve config: keyword arguments in YAML.
 
 The CLI (``bentoml-ray serve/deploy/build --config FILE``) and a Serve config file's ``args``
 both carry the keyword arguments of ``deployment()`` as plain YAML, so that one file works
@@ -7,6 +7,10 @@ from ``deployment()``'s own signature, so an argument added there is accepted he
 a typo is refused before anything deploys, with the file, the key and what is allowed.
 The Bento itself (``target``) never comes from the file: it is the command line's TAG, so
 one options file serves every version of a Bento.
+
+``bentoml-ray batch --config FILE`` takes ``map_api()``'s keywords the same way: its own
+and the Ray Data options it passes on; the Dataset, the Bento and the API come from the
+command line.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import yaml
 
 from .._application import deployment
-from .._errors import InvalidDeploymentConfig, did_you_mean
+from .._errors import InvalidArgument, did_you_mean
 
 
 def allowed_options() -> frozenset[str]:
@@ -38,20 +42,20 @@ def check_options(options: object, where: str) -> dict[str, Any]:
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"{where} must be a mapping of deployment() arguments, not "
             f"{type(options).__name__}. Allowed keys: {listing}."
         )
     checked: dict[str, Any] = {}
     for key, value in options.items():
         if key == "target":
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"{where} sets 'target'; the Bento tag comes from the command line (TAG), "
                 f"not from the options. Allowed keys: {listing}."
             )
         if not isinstance(key, str) or key not in allowed:
             hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"{where} has an unknown key {key!r}.{hint} Allowed keys: {listing}."
             )
         checked[key] = value
@@ -59,16 +63,55 @@ def check_options(options: object, where: str) -> dict[str, Any]:
 
 
 def read_options_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML options file; an empty file means no options."""
+    """Read a YAML options file of ``deployment()`` keywords; an empty file means none."""
     where = f"Options file {os.fspath(path)!r}"
+    return check_options(_read_yaml(path, where), where)
+
+
+def map_api_options() -> frozenset[str]:
+    """``map_api()``'s keyword arguments and the Ray Data options it passes on."""
+    from .._offline.map_api import map_api, ray_data_options
+
+    parameters = inspect.signature(map_api).parameters
+    own = {name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return frozenset(own) | ray_data_options()
+
+
+def read_map_api_options(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML file of ``map_api()`` keywords (``bentoml-ray batch --config``)."""
+    where = f"Options file {os.fspath(path)!r}"
+    content = _read_yaml(path, where)
+    allowed = map_api_options()
+    listing = ", ".join(sorted(allowed))
+    if content is None:
+        return {}
+    if not isinstance(content, Mapping):
+        raise InvalidArgument(
+            f"{where} must be a mapping of map_api() arguments, not "
+            f"{type(content).__name__}. Allowed keys: {listing}."
+        )
+    for key in content:
+        if key in ("dataset", "target", "api"):
+            raise InvalidArgument(
+                f"{where} sets {key!r}, which comes from the command line (--input, TAG, "
+                f"--api). Allowed keys: {listing}."
+            )
+        if not isinstance(key, str) or key not in allowed:
+            hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
+            raise InvalidArgument(
+                f"{where} has an unknown key {key!r}.{hint} Allowed keys: {listing}."
+            )
+    return dict(content)
+
+
+def _read_yaml(path: str | os.PathLike[str], where: str) -> Any:
     try:
         with open(path, encoding="utf-8") as stream:
-            content = yaml.safe_load(stream)
+            return yaml.safe_load(stream)
     except OSError as exc:
-        raise InvalidDeploymentConfig(f"{where} cannot be read: {exc.strerror or exc}.") from exc
+        raise InvalidArgument(f"{where} cannot be read: {exc.strerror or exc}.") from exc
     except yaml.YAMLError as exc:
-        raise InvalidDeploymentConfig(f"{where} is not valid YAML: {_one_line(exc)}") from exc
-    return check_options(content, where)
+        raise InvalidArgument(f"{where} is not valid YAML: {_one_line(exc)}") from exc
 
 
 def _one_line(exc: yaml.YAMLError) -> str:

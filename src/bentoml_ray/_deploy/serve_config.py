@@ -174,6 +174,8 @@ def config_yaml(config: Mapping[str, Any], tag: str) -> str:
     header = (
         f"# Ray Serve config for the Bento {tag}, written by `bentoml-ray build`.\n"
         "# Deploy: serve deploy <this file> --address http://<head>:8265\n"
+        "# (Ray's `serve deploy` takes the Ray dashboard's URL; bentoml-ray's own --address\n"
+        "# is the cluster's GCS address, <head>:6379, as `ray start --address` takes it.)\n"
         "# Every node needs bentoml-ray installed, and the Bento's requirements unless\n"
         "# install_requirements is set; args.bento_uri must be readable from every node.\n"
     )

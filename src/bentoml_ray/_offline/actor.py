@@ -7,9 +7,9 @@ and comes back with the input columns, the result column(s), and the error colum
 failed rows are kept.
 
 A per-batch call that fails is made again row by row, so that only the rows that fail
-are failed, and so that the job's error can name the row. The service's startup hooks
-run when the actor starts; its shutdown hooks do not, since Ray Data ends its actors
-without a call to them.
+are failed, and so that the job's error (``errors.RowFailed``) can name the row. The
+service's startup hooks run when the actor starts; its shutdown hooks do not, since Ray
+Data ends its actors without a call to them.
 
 Runs in a Ray Data actor.
 """
@@ -17,7 +17,6 @@ Runs in a Ray Data actor.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
@@ -26,29 +25,11 @@ import numpy as np
 
 from .._bento.source import BentoSource
 from .._defaults import OFFLINE_ROWS_AT_ONCE
-from .._errors import BentoRayError
-from .columns import batch_length, column_of, result_columns
+from .columns import batch_length, cell, column_of, result_columns
+from .errors import RowFailed, row_failed
 from .plan import ApiPlan
 
 T = TypeVar("T")
-
-
-#: Ends every row failure's message (``row_failure`` finds the message by it).
-_KEEP_GOING = "(on_error='column' keeps going and puts each failed row's error in a column.)"
-
-
-class ApiFailedOnRow(BentoRayError):
-    """The API raised on a row (or its input model rejected it), and failed rows fail the job."""
-
-
-def row_failure(error_text: str) -> str | None:
-    """The row failure an actor raised, from the text of the error the driver got.
-
-    Ray hands the driver a ``RayTaskError`` around Ray Data's own error, with the actor's
-    exceptions as traceback text only.
-    """
-    found = re.search(rf"ApiFailedOnRow: (.*?) {re.escape(_KEEP_GOING)}", error_text, re.DOTALL)
-    return None if found is None else found.group(1)
 
 
 class ApiCalls(Protocol):
@@ -114,7 +95,11 @@ class BentoApiActor:
         return calls
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._on_loop(self._score(batch))
+        try:
+            return self._on_loop(self._score(batch))
+        except RowFailed:
+            _unwrapped_by_ray_data()
+            raise
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
@@ -160,21 +145,20 @@ class BentoApiActor:
         if not isinstance(outcome, Exception):
             raise outcome  # a cancellation, an interpreter exit
         if self.plan.error_column is None:
-            raise ApiFailedOnRow(
-                f"API {self.plan.api!r} failed on the row {_describe(batch, row)}: "
-                f"{type(outcome).__name__}: {outcome}. {_KEEP_GOING}"
-            ) from outcome
+            values = {name: cell(column, row, keep_array=True) for name, column in batch.items()}
+            raise row_failed(self.plan.api, values, outcome) from outcome
         errors[row] = f"{type(outcome).__name__}: {outcome}"
         return None
 
 
-def _describe(batch: Mapping[str, np.ndarray], row: int) -> str:
-    """A row, short enough for an error message."""
-    shown = {name: column[row] for name, column in batch.items()}
-    text = repr(
-        {
-            name: value.tolist() if hasattr(value, "tolist") else value
-            for name, value in shown.items()
-        }
-    )
-    return text if len(text) <= 300 else text[:297] + "..."
+def _unwrapped_by_ray_data() -> None:
+    """Ask Ray Data to let the exception this task is raising through as it is.
+
+    Ray Data wraps a callable's exceptions in a ``UserCodeException`` that reaches the
+    driver without its cause, unless ``raise_original_map_exception`` is set in the
+    ``DataContext`` it runs the task with (the current one, a copy of the driver's for
+    this task; every Ray that bentoml-ray supports has it).
+    """
+    from ray.data import DataContext
+
+    DataContext.get_current().raise_original_map_exception = True

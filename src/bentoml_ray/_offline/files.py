@@ -10,10 +10,12 @@ Runs in the driver.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from ray.data import Dataset
+from .._errors import InvalidArgument
 
-from .._errors import InvalidDeploymentConfig
+if TYPE_CHECKING:
+    from ray.data import Dataset
 
 #: File formats, by the suffixes that name them.
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json",
@@ -30,7 +32,7 @@ def file_format(path: str, given: str | None, what: str) -> str:
         known = suffixes & set(FORMATS)
         suffix = known.pop() if len(known) == 1 else ""
     if suffix not in FORMATS:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"Cannot tell the format of {what} {path!r} from its name; give it "
             f"(parquet, csv or json), or name it with one of {', '.join(FORMATS)}."
         )

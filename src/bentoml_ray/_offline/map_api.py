@@ -11,9 +11,12 @@ Runs in the driver.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import os
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import ray
@@ -22,19 +25,14 @@ from .._bento.runtime_env import merge_runtime_env
 from .._bento.source import resolve_target
 from .._bentoml_internals import LegacyService
 from .._defaults import OFFLINE_CONCURRENCY
-from .._errors import InvalidDeploymentConfig, did_you_mean
+from .._errors import InvalidArgument, MissingExtra, did_you_mean
 from .._services.service_options import service_env_vars
 from .actor import BentoApiActor
 from .plan import plan_api
 
-try:
-    from ray.data import ActorPoolStrategy, Dataset
-except ImportError as exc:  # ray[serve] alone lacks pyarrow
-    raise ImportError(
-        f"bentoml_ray.map_api needs Ray Data ({exc}): pip install 'bentoml-ray[data]'."
-    ) from exc
-
-_MAP_BATCHES_PARAMETERS = inspect.signature(Dataset.map_batches).parameters
+# Without the data extra (pyarrow), map_api() refuses when called, saying what to install.
+with contextlib.suppress(ImportError):
+    from ray.data import Dataset
 
 #: ``map_batches`` arguments that ``map_api`` sets itself.
 _OWN_ARGUMENTS = frozenset(
@@ -52,6 +50,28 @@ _ACTOR_OPTIONS = frozenset(
         "scheduling_strategy",
     }
 )  # fmt: skip
+
+
+def require_ray_data(what: str = "bentoml_ray.map_api") -> None:
+    """Refuse, saying what to install, where Ray Data cannot be imported.
+
+    ``ray[serve]`` alone lacks Ray Data's dependencies (pyarrow); the ``data`` extra brings
+    them.
+    """
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtra(
+            f"{what} needs Ray Data, which cannot be imported here ({exc}): "
+            "pip install 'bentoml-ray[data]'."
+        ) from exc
+
+
+@functools.cache
+def _map_batches_parameters() -> Mapping[str, inspect.Parameter]:
+    from ray.data import Dataset
+
+    return MappingProxyType(dict(inspect.signature(Dataset.map_batches).parameters))
 
 
 def map_api(
@@ -99,20 +119,30 @@ def map_api(
             ``concurrency`` (default 1 actor), ``num_cpus``, ``num_gpus``, ``memory``,
             ``resources``, ``runtime_env`` and the rest of its options.
 
+    Returns:
+        The lazy Dataset of the answers: nothing runs until it is consumed
+        (``take_all()``, ``write_parquet()``, ``iter_batches()``...). Where it is
+        consumed, a row the API fails on raises ``RowFailed`` (with
+        ``on_error="raise"``).
+
     Raises:
-        InvalidDeploymentConfig: an unknown API, a column a parameter needs that the
-            Dataset lacks, an input offline inference cannot build, or an option
-            ``map_batches`` does not take; nothing has run.
+        InvalidArgument: an unknown API, an input offline inference cannot build, or an
+            option ``map_batches`` does not take; nothing has run.
+        MissingColumn: a column the API's input is read from is not in the Dataset (an
+            ``InvalidArgument`` too).
         BentoNotFound: the tag is not in the BentoML store (or at ``bento_uri``).
+        InvalidBentoTag: the tag is malformed.
+        MissingExtra: Ray Data is not installed (``pip install 'bentoml-ray[data]'``).
     """
+    require_ray_data()
     if not isinstance(dataset, Dataset):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"map_api takes a ray.data.Dataset (ray.data.read_parquet(...), from_items(...)), "
             f"not {type(dataset).__name__}."
         )
     options = _check_ray_data_options(ray_data_options)
     if not isinstance(install_requirements, bool):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"install_requirements must be True or False, not {install_requirements!r}."
         )
     if isinstance(input_columns, str):
@@ -139,7 +169,7 @@ def map_api(
         if dependencies_from is not None:
             dependencies = _application_deployments(svc, dependencies_from)
     elif dependencies_from is not None:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             "dependencies_from is for 1.2+ Bentos; a runner-based Bento's runners run in "
             "each actor."
         )
@@ -152,7 +182,7 @@ def map_api(
         options.setdefault("batch_size", plan.default_batch_size)
     if "concurrency" not in options and "compute" not in options:
         options.update(actor_pool(OFFLINE_CONCURRENCY))
-    if "udf_modifying_row_count" in _MAP_BATCHES_PARAMETERS:  # Ray 2.5x: one row out per row in
+    if "udf_modifying_row_count" in _map_batches_parameters():  # Ray 2.5x: one row out per row in
         options["udf_modifying_row_count"] = False
     try:
         return dataset.map_batches(
@@ -163,7 +193,7 @@ def map_api(
             **options,
         )
     except (TypeError, ValueError) as exc:
-        raise InvalidDeploymentConfig(f"Ray Data rejects map_api's options: {exc}") from exc
+        raise InvalidArgument(f"Ray Data rejects map_api's options: {exc}") from exc
 
 
 def actor_pool(size: int) -> dict[str, Any]:
@@ -171,32 +201,40 @@ def actor_pool(size: int) -> dict[str, Any]:
     said: ``concurrency`` until Ray 2.51 deprecated it for ``compute``, and after."""
     major, minor = (int(part) for part in ray.__version__.split(".")[:2])
     if (major, minor) >= (2, 51):
+        from ray.data import ActorPoolStrategy
+
         return {"compute": ActorPoolStrategy(size=size)}
     return {"concurrency": size}
 
 
-def _check_ray_data_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def ray_data_options() -> frozenset[str]:
+    """The options ``map_api`` passes on to ``Dataset.map_batches`` (Ray Data's keyword
+    arguments but those it sets itself, and Ray's actor options)."""
     named = {
         name
-        for name, parameter in _MAP_BATCHES_PARAMETERS.items()
+        for name, parameter in _map_batches_parameters().items()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in _OWN_ARGUMENTS
     }
-    allowed = named | _ACTOR_OPTIONS
+    return frozenset(named | _ACTOR_OPTIONS)
+
+
+def _check_ray_data_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = ray_data_options()
     for key in options:
         if key in _OWN_ARGUMENTS:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"map_api sets {key!r} itself (its actors take numpy batches and call the "
                 "Bento's API); leave it out."
             )
         if key not in allowed:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"Unknown option {key!r} for map_api's Dataset.map_batches."
                 f"{did_you_mean(key, allowed)}"
                 f" Allowed options: {', '.join(sorted(allowed))}."
             )
     size = options.get("batch_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"batch_size must be a whole number >= 1 (or None: Ray Data's), not {size!r}."
         )
     return dict(options)
@@ -211,11 +249,11 @@ def _application_deployments(root: Any, application: str) -> dict[str, str]:
     try:
         running = serve.status().applications.get(application)
     except Exception as exc:  # no Serve on this cluster, no cluster at all
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"dependencies_from={application!r}: Ray Serve's status cannot be read ({exc})."
         ) from exc
     if running is None:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"dependencies_from names the Serve application {application!r}, which is not "
             "running; deploy the Bento there first (serve.run(bentoml_ray.deployment(...), "
             f"name={application!r}))."
@@ -229,7 +267,7 @@ def _application_deployments(root: Any, application: str) -> dict[str, str]:
         deployment for deployment in wanted.values() if deployment not in running.deployments
     ]
     if missing:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"The Serve application {application!r} has no deployment {missing[0]!r}; its "
             f"deployments: {', '.join(running.deployments)}. Is it this Bento's application?"
         )

@@ -32,7 +32,7 @@ from .._bentoml_internals import (
     Text,
     numpy_shape,
 )
-from .._errors import InvalidDeploymentConfig, did_you_mean
+from .._errors import InvalidArgument, MissingColumn, did_you_mean
 
 #: How a runner-based API's input is built from columns (its IO descriptor's kind).
 RunnerInput = Literal["ndarray", "dataframe", "json", "text", "image", "file"]
@@ -83,34 +83,34 @@ def plan_api(
     """Check the API and its columns against the loaded service; how to call it."""
     apis = list(svc.apis)
     if not isinstance(api, str) or api not in svc.apis:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"{svc.name!r} has no API {api!r}.{did_you_mean(str(api), apis)} "
             f"Its APIs: {', '.join(apis) or 'none'}."
         )
     if on_error not in ON_ERROR:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"on_error must be 'raise' (the first failed row fails the job) or 'column' "
             f"(a failed row gets its error in {error_column!r}), not {on_error!r}."
         )
     for name, value in (("output_column", output_column), ("error_column", error_column)):
         if not isinstance(value, str) or not value:
-            raise InvalidDeploymentConfig(f"{name} must be a non-empty string, not {value!r}.")
+            raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}.")
     if input_columns is not None:
         if not input_columns:
-            raise InvalidDeploymentConfig("input_columns names no column; give at least one.")
+            raise InvalidArgument("input_columns names no column; give at least one.")
         _check_columns_exist(list(input_columns), columns, "input_columns")
     error = error_column if on_error == "column" else None
     answers = {"output_column": output_column, "error_column": error}
     for option, taken in answers.items():
         if taken is not None and taken in columns:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"{option} {taken!r} is a column of the Dataset already; the answers would "
                 f"replace it. Give {option} another name."
             )
     if isinstance(svc, LegacyService):
         return _plan_runner_api(svc, api, columns, input_columns, output_column, error)
     if input_columns is not None:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             "input_columns is for runner-based Bentos; a 1.2+ API takes each parameter from "
             "the column of the same name (rename columns with Dataset.rename_columns)."
         )
@@ -120,9 +120,10 @@ def plan_api(
 def _check_columns_exist(wanted: list[str], columns: Sequence[str], what: str) -> None:
     missing = [name for name in wanted if name not in columns]
     if missing:
-        raise InvalidDeploymentConfig(
+        raise MissingColumn(
             f"{what} names {', '.join(map(repr, missing))}, not in the Dataset."
-            f"{did_you_mean(missing[0], columns)} Its columns: {', '.join(columns) or 'none'}."
+            f"{did_you_mean(missing[0], columns)} Its columns: {', '.join(columns) or 'none'}.",
+            missing,
         )
 
 
@@ -139,7 +140,7 @@ def _plan_runner_api(
     kind = next((k for cls, k in _RUNNER_INPUTS if isinstance(descriptor, cls)), None)
     if kind is None:
         known = ", ".join(cls.__name__ for cls, _ in _RUNNER_INPUTS)
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"API {name!r} takes {type(descriptor).__name__}, which offline inference does not "
             f"build from columns; it builds {known}."
         )
@@ -166,7 +167,7 @@ def _runner_input_columns(
     """The column(s) a one-input runner API reads: given, its parameter's, or the only one."""
     if input_columns is not None:
         if len(input_columns) != 1 and kind != "ndarray":
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"API {api!r} takes one {kind} value per row: give one input column, not "
                 f"{len(input_columns)} ({', '.join(input_columns)}). Several columns make one "
                 "array only for a NumpyNdarray input."
@@ -176,10 +177,11 @@ def _runner_input_columns(
         return [parameter]
     if len(columns) == 1:
         return [columns[0]]
-    raise InvalidDeploymentConfig(
+    raise MissingColumn(
         f"API {api!r} reads its input from the column {parameter!r} (its parameter's name), "
         f"which the Dataset does not have; its columns: {', '.join(columns) or 'none'}. "
-        "Name the column(s) to read with input_columns."
+        "Name the column(s) to read with input_columns.",
+        [parameter],
     )
 
 
@@ -194,24 +196,26 @@ def _plan_service_api(
     method = svc.apis[name]
     spec = method.input_spec
     if getattr(spec, "__root_input__", False):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"API {name!r} takes its whole input as one value, which offline inference does "
             "not build from columns; give it named parameters."
         )
     fields = {key: field for key, field in spec.model_fields.items() if key != method.ctx_param}
     missing = [key for key, field in fields.items() if field.is_required() and key not in columns]
     if missing:
-        raise InvalidDeploymentConfig(
+        raise MissingColumn(
             f"API {name!r} needs the column(s) {', '.join(map(repr, missing))} (one per "
             f"parameter, by name), which the Dataset does not have."
-            f"{did_you_mean(missing[0], columns)} Its columns: {', '.join(columns) or 'none'}."
+            f"{did_you_mean(missing[0], columns)} Its columns: {', '.join(columns) or 'none'}.",
+            missing,
         )
     if method.batchable:  # BentoML's batchable APIs take their batch as their one argument
         first = next(iter(fields))
         if first not in columns:
-            raise InvalidDeploymentConfig(
+            raise MissingColumn(
                 f"API {name!r} is batchable: its batch is its first parameter, {first!r}, "
-                "which must be a column of the Dataset."
+                "which must be a column of the Dataset.",
+                [first],
             )
         inputs: tuple[tuple[str, str], ...] = ((first, first),)
         return ApiPlan(
