@@ -1,7 +1,8 @@
 """Every default that bentoml-ray chooses where Ray or BentoML would choose otherwise.
 
-One table, each value with its reason; README's "Defaults bentoml-ray chooses" lists
-them among the rest of what bentoml-ray decides. A user's option always wins over these.
+One table, each value with its reason (a ``#:`` comment); the docs' defaults page
+(docs/concepts/defaults.md) is generated from it, beside the rest of what bentoml-ray
+decides. A user's option always wins over these.
 """
 
 from __future__ import annotations
