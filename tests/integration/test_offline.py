@@ -31,7 +31,7 @@ from _support import (
 )
 
 import bentoml_ray
-from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray import InvalidArgument, MissingColumn
 
 REVIEWS = ["great fast", "awful and slow", "fine", "I love it, GOOD!", "broken", "meh"] * 20
 
@@ -113,10 +113,17 @@ def test_batches_and_failed_rows(serve_url: str) -> None:
     assert [row["error"] for row in kept[:3]] == [
         "ValueError: negative value -2.0", "ValueError: negative value -1.0", None,
     ]  # fmt: skip
-    failed_row = r"'scale' failed on the row \{'id': [01], 'value': -[12].0\}"
-    with pytest.raises(Exception, match=failed_row):
+    # A failed row reaches this process as itself, with the row and the API's error.
+    with pytest.raises(bentoml_ray.RowFailed) as failed:
         bentoml_ray.map_api(values, probe, "scale").take_all()
-    with pytest.raises(InvalidDeploymentConfig, match=r"needs the column.*'value'"):
+    assert failed.value.api == "scale" and failed.value.row in (
+        {"id": 0, "value": -2.0},
+        {"id": 1, "value": -1.0},
+    )
+    assert isinstance(failed.value.error, ValueError), repr(failed.value.error)
+    assert str(failed.value.error).startswith("negative value -")
+    assert failed.value.summary.startswith("API 'scale' failed on the row {'id': ")
+    with pytest.raises(MissingColumn, match=r"needs the column.*'value'"):
         bentoml_ray.map_api(texts, probe, "scale")  # refused before anything runs
 
 
@@ -124,7 +131,7 @@ def test_dependencies_from_a_running_application(serve_url: str, review_scorer_b
     import ray.data
 
     dataset = ray.data.from_items([{"id": i, "reviews": r} for i, r in enumerate(REVIEWS)])
-    with pytest.raises(InvalidDeploymentConfig, match="'offline-deps', which is not running"):
+    with pytest.raises(InvalidArgument, match="'offline-deps', which is not running"):
         bentoml_ray.map_api(dataset, review_scorer_bento, "score", dependencies_from="offline-deps")
     app = bentoml_ray.deployment(review_scorer_bento)
     with deployed(app, "offline-deps", route_prefix="/offline-deps"):
