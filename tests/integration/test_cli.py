@@ -156,6 +156,49 @@ def test_batch_options_file_errors_name_the_key(tmp_path: pathlib.Path) -> None:
     assert "sets 'api', which comes from the command line" in message
 
 
+def test_batch_gives_map_api_its_options_the_command_lines_over_the_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bentoml_ray._offline import files
+    from bentoml_ray._offline import map_api as map_api_module
+
+    calls: dict[str, Any] = {}
+
+    def fake_map_api(dataset: Any, tag: str, api: str, **options: Any) -> str:
+        calls["map_api"] = (dataset, tag, api, options)
+        return "answers"
+
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.setdefault("init", kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(files, "read_rows", lambda path, fmt: f"rows of {fmt}")
+    monkeypatch.setattr(files, "write_rows", lambda *args: calls.setdefault("write", args))
+    monkeypatch.setattr(map_api_module, "map_api", fake_map_api)
+    data = _write(tmp_path / "rows.csv", "a\n1\n")
+    options = _write(
+        tmp_path / "batch.yaml", "batch_size: 8\nresources: {far: 1}\noutput_column: from_file\n"
+    )
+    out = str(tmp_path / "out.parquet")
+    args = ["batch", "x:y", "--api", "f", "--input", data, "--output", out]
+    runner = CliRunner(env={"RAY_ADDRESS": None})
+    given = [
+        "--config", options, "--output-column", "answer", "--on-error", "column",
+        "--error-column", "why", "--memory", "1000", "--dependencies-from", "app",
+        "--bento-uri", "s3://b/x.bento", "--install-requirements", "--num-gpus", "0.5",
+    ]  # fmt: skip
+    result = runner.invoke(main, [*args, *given])
+    assert result.exit_code == 0, result.output
+    assert calls["init"] == {"address": "local", "log_to_driver": False}
+    assert calls["map_api"] == ("rows of csv", "x:y", "f", {
+        "batch_size": 8, "resources": {"far": 1}, "output_column": "answer",
+        "on_error": "column", "error_column": "why", "memory": 1000, "num_gpus": 0.5,
+        "dependencies_from": "app", "bento_uri": "s3://b/x.bento", "install_requirements": True,
+    })  # fmt: skip
+    assert calls["write"] == ("answers", out, "parquet")
+    # Options not given are map_api's own defaults, not the command's.
+    assert runner.invoke(main, args).exit_code == 0
+    assert calls["map_api"][3] == {}
+
+
 def test_batch_names_a_file_format_it_cannot_tell(tmp_path: pathlib.Path) -> None:
     data = _write(tmp_path / "rows.txt", "a\n")
     result = CliRunner().invoke(

@@ -70,11 +70,9 @@ def read_options_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def map_api_options() -> frozenset[str]:
     """``map_api()``'s keyword arguments and the Ray Data options it passes on."""
-    from .._offline.map_api import map_api, ray_data_options
+    from .._offline.map_api import MAP_API_KEYWORDS, ray_data_options
 
-    parameters = inspect.signature(map_api).parameters
-    own = {name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    return frozenset(own) | ray_data_options()
+    return MAP_API_KEYWORDS | ray_data_options()
 
 
 def read_map_api_options(path: str | os.PathLike[str]) -> dict[str, Any]:

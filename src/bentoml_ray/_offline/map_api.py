@@ -196,6 +196,14 @@ def map_api(
         raise InvalidArgument(f"Ray Data rejects map_api's options: {exc}") from exc
 
 
+#: ``map_api``'s own keyword arguments (``bentoml-ray batch --config`` takes them).
+MAP_API_KEYWORDS: frozenset[str] = frozenset(
+    name
+    for name, parameter in inspect.signature(map_api).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
 def actor_pool(size: int) -> dict[str, Any]:
     """``map_batches``' option for a pool of ``size`` actors, as the installed Ray wants it
     said: ``concurrency`` until Ray 2.51 deprecated it for ``compute``, and after."""
