@@ -26,6 +26,8 @@ SCORER = EXAMPLES / "review_scorer"
 
 @pytest.mark.ray  # a process of its own starts Ray
 def test_readme_quickstart_is_quiet_and_answers(tmp_path: pathlib.Path) -> None:
+    command = ".venv/bin/python examples/review_scorer/quickstart.py"
+    assert command in (ROOT / "README.md").read_text(), "README no longer runs this script"
     with socket.socket() as sock:  # the port README's curl and the script use
         if sock.connect_ex(("127.0.0.1", 8000)) == 0:
             pytest.fail("Something already listens on 127.0.0.1:8000; the quickstart needs it")
