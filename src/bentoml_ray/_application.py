@@ -17,7 +17,7 @@ from ray.serve import Application
 
 from ._bento.source import resolve_target
 from ._bentoml_internals import LegacyService
-from ._errors import InvalidDeploymentConfig
+from ._errors import InvalidArgument
 from ._layout import Layout
 from ._ray_compat import check_environment
 from ._runners.layout import runner_layout
@@ -105,17 +105,17 @@ def plan_layout(
     install_requirements = options.get("install_requirements", False)
     if runners_deployment_config_map is not None:
         if runner_deployment_config is not None:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 "Give runner options once: runner_deployment_config or its older name "
                 "runners_deployment_config_map, not both."
             )
         runner_deployment_config = runners_deployment_config_map
     if enable_batching is not None and not isinstance(enable_batching, bool):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"enable_batching must be True, False or None, not {enable_batching!r}."
         )
     if not isinstance(install_requirements, bool):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"install_requirements must be True or False, not {install_requirements!r}."
         )
     source, svc = resolve_target(target, options.get("bento_uri"), install_requirements)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray import serve
 
-from ._errors import InvalidDeploymentConfig, did_you_mean
+from ._errors import InvalidArgument, did_you_mean
 from ._options import check_mapping, is_int
 from ._ray_compat import RAY_BATCH_DEFAULTS, RAY_BATCH_OPTIONS, newer_ray_hint
 
@@ -65,7 +65,7 @@ class BatchingPlan:
         """Check ``batching_config`` against the Bento's methods and the installed Ray.
 
         ``methods`` maps owner (a runner, or a service when ``kind`` is ``"service"``) ->
-        method name -> info. Raises ``InvalidDeploymentConfig`` naming the culprit and what
+        method name -> info. Raises ``InvalidArgument`` naming the culprit and what
         is allowed.
         """
         declare_batchable = (
@@ -75,14 +75,14 @@ class BatchingPlan:
         )
         config = check_mapping(batching_config, "batching_config")
         if config and not enable_batching:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"batching_config names {', '.join(map(repr, config))} but enable_batching "
                 "is False, so it would have no effect; pass enable_batching=True to batch "
                 "on Ray Serve."
             )
         for runner, per_method in config.items():
             if runner not in methods:
-                raise InvalidDeploymentConfig(
+                raise InvalidArgument(
                     f"batching_config names {kind} {runner!r}, which this Bento does not have."
                     f"{did_you_mean(runner, methods)} "
                     f"{kind.capitalize()}s: {', '.join(sorted(methods))}."
@@ -92,13 +92,13 @@ class BatchingPlan:
                 per_method, f"batching_config[{runner!r}]"
             ).items():
                 if method not in methods[runner]:
-                    raise InvalidDeploymentConfig(
+                    raise InvalidArgument(
                         f"batching_config[{runner!r}] names method {method!r}, which {kind} "
                         f"{runner!r} does not have.{did_you_mean(method, methods[runner])} "
                         f"Its batchable methods: {', '.join(batchable) or 'none'}."
                     )
                 if not methods[runner][method].batchable:
-                    raise InvalidDeploymentConfig(
+                    raise InvalidArgument(
                         f"batching_config[{runner!r}][{method!r}]: the method is not batchable "
                         f"({declare_batchable}). "
                         f"Batchable methods of {runner!r}: {', '.join(batchable) or 'none'}."
@@ -122,7 +122,7 @@ def _check_batch_options(options: object, what: str) -> None:
     checked = check_mapping(options, what)
     for key, value in checked.items():
         if key not in RAY_BATCH_OPTIONS:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"Unknown batching option {key!r} in {what}."
                 f"{newer_ray_hint(key) or did_you_mean(key, RAY_BATCH_OPTIONS)}"
                 f" Allowed options: {', '.join(sorted(RAY_BATCH_OPTIONS))}."
@@ -130,16 +130,14 @@ def _check_batch_options(options: object, what: str) -> None:
         whole = is_int(value)
         is_number = (whole or isinstance(value, float)) and math.isfinite(value)
         if key in ("max_batch_size", "max_concurrent_batches") and not (whole and value >= 1):
-            raise InvalidDeploymentConfig(
-                f"{key} in {what} must be a whole number >= 1, not {value!r}."
-            )
+            raise InvalidArgument(f"{key} in {what} must be a whole number >= 1, not {value!r}.")
         if key == "batch_wait_timeout_s" and not (is_number and value >= 0):
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"batch_wait_timeout_s in {what} must be a number of seconds >= 0, not {value!r}."
             )
         if key == "batch_size_fn" and value is not None and not callable(value):
-            raise InvalidDeploymentConfig(f"batch_size_fn in {what} must be callable.")
+            raise InvalidArgument(f"batch_size_fn in {what} must be callable.")
     try:
         serve.batch(**checked)
     except (TypeError, ValueError) as exc:
-        raise InvalidDeploymentConfig(f"Ray rejects the batching options in {what}: {exc}") from exc
+        raise InvalidArgument(f"Ray rejects the batching options in {what}: {exc}") from exc

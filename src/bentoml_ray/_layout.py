@@ -23,7 +23,7 @@ from ray.serve import Application
 from ._bento.runtime_env import merge_runtime_env
 from ._bento.source import BentoSource
 from ._defaults import HUB_OPTIONS, MAX_RETRIES
-from ._errors import InvalidDeploymentConfig
+from ._errors import InvalidArgument
 from ._hub.deployment import HubDeployment, hub_deployment_name
 from ._replica.calls import bound_target
 
@@ -66,7 +66,7 @@ class Layout:
         seen: dict[str, str] = {self.hub_name: "the application's hub"}
         for spec in self.specs:
             if spec.name in seen:
-                raise InvalidDeploymentConfig(
+                raise InvalidArgument(
                     f"{spec.what} and {seen[spec.name]} would both be named {spec.name!r}; "
                     "names must be unique."
                 )
@@ -130,12 +130,12 @@ class Layout:
         try:
             return serve.deployment(name=spec.name, **options)(spec.cls)
         except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
-            raise InvalidDeploymentConfig(f"Ray rejects the options of {spec.what}: {exc}") from exc
+            raise InvalidArgument(f"Ray rejects the options of {spec.what}: {exc}") from exc
 
 
 def deployment_name(options: dict[str, Any], default: str, what: str) -> str:
     """The name the user gave in ``options`` (taken out of them), else ``default``."""
     name = options.pop("name", default)
     if not isinstance(name, str) or not name:
-        raise InvalidDeploymentConfig(f"name of {what} must be a non-empty string, not {name!r}.")
+        raise InvalidArgument(f"name of {what} must be a non-empty string, not {name!r}.")
     return name

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._defaults import MAX_RETRIES, MAX_RETRIES_LIMIT
-from ._errors import InvalidDeploymentConfig, did_you_mean
+from ._errors import InvalidArgument, did_you_mean
 from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, newer_ray_hint
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
@@ -29,10 +29,10 @@ def check_mapping(value: object, what: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidDeploymentConfig(f"{what} must be a dict, not {type(value).__name__}.")
+        raise InvalidArgument(f"{what} must be a dict, not {type(value).__name__}.")
     for key in value:
         if not isinstance(key, str):
-            raise InvalidDeploymentConfig(f"{what} has a key {key!r} that is not a string.")
+            raise InvalidArgument(f"{what} has a key {key!r} that is not a string.")
     return value
 
 
@@ -59,7 +59,7 @@ def check_deployment_options(
     allowed = RAY_DEPLOYMENT_OPTIONS | extra
     for key in checked:
         if key not in allowed:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"Unknown option {key!r} for {what}."
                 f"{newer_ray_hint(key) or did_you_mean(key, allowed)}"
                 f" Allowed options: {', '.join(sorted(allowed))}."
@@ -67,20 +67,18 @@ def check_deployment_options(
 
     replicas = checked.get("num_replicas")
     if replicas is not None and replicas != "auto" and not (is_int(replicas) and replicas >= 1):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"num_replicas of {what} must be a whole number >= 1 or 'auto', not {replicas!r}."
         )
     if "num_replicas" in checked and "autoscaling_config" in checked and replicas != "auto":
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"{what} sets both num_replicas and autoscaling_config; give one of them "
             "(or num_replicas='auto' with an autoscaling_config that refines it)."
         )
     for key in ("max_ongoing_requests", "max_replicas_per_node"):
         value = checked.get(key)
         if value is not None and not (is_int(value) and value >= 1):
-            raise InvalidDeploymentConfig(
-                f"{key} of {what} must be a whole number >= 1, not {value!r}."
-            )
+            raise InvalidArgument(f"{key} of {what} must be a whole number >= 1, not {value!r}.")
     check_mapping(checked.get("ray_actor_options"), f"ray_actor_options of {what}")
     return checked
 
@@ -90,11 +88,11 @@ def check_route_prefix(value: object) -> str:
     if value is None:
         return "/"
     if not isinstance(value, str) or not value.startswith("/"):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"route_prefix must be a string starting with '/', such as '/classify', not {value!r}."
         )
     if any(char in value for char in "{}?#"):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"route_prefix {value!r} may not contain path parameters, a query or a fragment."
         )
     return value.rstrip("/") or "/"
@@ -105,7 +103,7 @@ def check_max_retries(value: object, what: str) -> int:
     if value is None:
         return MAX_RETRIES
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"max_retries of {what} must be a whole number from 0 (never retry a call whose "
             f"replica died) to {MAX_RETRIES_LIMIT}, not {value!r}; "
             f"unset, calls are retried {MAX_RETRIES} times."
@@ -118,7 +116,7 @@ def check_embedded(value: object, declared: bool, what: str) -> bool:
     if value is None:
         return declared
     if not isinstance(value, bool):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"embedded of {what} must be true (run the model inside the API server's replica) "
             f"or false (a deployment of its own), not {value!r}; unset, as the Bento declares "
             f"(here: {str(declared).lower()})."

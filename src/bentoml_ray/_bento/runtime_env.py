@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidDeploymentConfig
+from .._errors import InvalidArgument
 
 #: runtime_env fields that each choose the replica's Python packages; Ray takes one.
 _PACKAGE_FIELDS = ("pip", "uv", "conda", "container", "image_uri")
@@ -34,7 +34,7 @@ def bento_requirements(bento_path: str) -> list[str]:
     packages = [line for line in lines if line and not line.startswith("#")]
     local = [line for line in packages if "wheels/" in line or line.startswith(("./", "/"))]
     if local:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"install_requirements=True cannot install the Bento's local packages {local} "
             "on other nodes; install them in the cluster's image instead."
         )
@@ -64,13 +64,13 @@ def merge_runtime_env(
     if user is None:
         user = {}
     if not isinstance(user, Mapping):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"ray_actor_options.runtime_env of {what} must be a mapping, not {type(user).__name__}."
         )
     merged = dict(user)
     user_env = merged.get("env_vars") or {}
     if not isinstance(user_env, Mapping):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"runtime_env.env_vars of {what} must map names to strings, not "
             f"{type(user_env).__name__}."
         )
@@ -80,7 +80,7 @@ def merge_runtime_env(
     if derived.get("pip"):
         taken = [field for field in _PACKAGE_FIELDS if merged.get(field)]
         if taken:
-            raise InvalidDeploymentConfig(
+            raise InvalidArgument(
                 f"install_requirements=True makes the Bento's requirements the runtime_env "
                 f"'pip' of {what}, whose runtime_env already sets {taken[0]!r}; Ray takes "
                 "one of them. Drop one, or put the Bento's requirements in yours."

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import bentoml
 
-from .._errors import BentoNotFound, InvalidDeploymentConfig
+from .._errors import BentoNotFound, InvalidArgument
 
 #: Bytes per call when a replica streams a Bento from a ``BentoDepot``.
 _CHUNK = 16 << 20
@@ -244,7 +244,7 @@ def _download(uri: str, target: Path) -> None:
         with fsspec.open(uri, "rb") as source, target.open("wb") as sink:
             shutil.copyfileobj(source, sink, 1 << 20)
     except (ImportError, ValueError) as exc:  # a protocol whose fsspec plugin is missing
-        raise InvalidDeploymentConfig(f"bento_uri {uri!r} cannot be read here: {exc}") from exc
+        raise InvalidArgument(f"bento_uri {uri!r} cannot be read here: {exc}") from exc
     except FileNotFoundError as exc:
         raise BentoNotFound(f"bento_uri {uri!r}: no such archive ({exc}).") from exc
 
@@ -258,7 +258,7 @@ def _unpack(archive: Path, target: Path, origin: str) -> Path:
         with tarfile.open(archive, "r:*") as tarred:
             tarred.extractall(target, filter="data")
     else:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"{origin} is not an archive made by `bentoml export` (.bento, .tar.gz, .tar or .zip)."
         )
     if (target / "bento.yaml").is_file():
@@ -266,7 +266,7 @@ def _unpack(archive: Path, target: Path, origin: str) -> Path:
     inner = [p for p in target.iterdir() if (p / "bento.yaml").is_file()]
     if len(inner) == 1:
         return inner[0]
-    raise InvalidDeploymentConfig(f"{origin} holds no bento.yaml at its top.")
+    raise InvalidArgument(f"{origin} holds no bento.yaml at its top.")
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -22,7 +22,7 @@ import ray
 from bentoml.exceptions import BentoMLException, NotFound
 
 from .._bentoml_internals import LegacyService, NewService, bentoml_home
-from .._errors import BentoNotFound, InvalidBentoTag, InvalidDeploymentConfig
+from .._errors import BentoNotFound, InvalidArgument, InvalidBentoTag
 from .import_metrics import metrics_of_this_import
 from .runtime_env import bento_requirements, derived_runtime_env
 from .shipping import fetch_bento, fetch_shipped, package_for_shipping, start_depot
@@ -112,7 +112,7 @@ def resolve_target(
     if isinstance(target, LegacyService | NewService):
         if target.bento is None:
             if install_requirements:
-                raise InvalidDeploymentConfig(
+                raise InvalidArgument(
                     "install_requirements=True needs a Bento (its requirements.txt); "
                     f"service {target.name!r} was not loaded from one."
                 )
@@ -124,7 +124,7 @@ def resolve_target(
     elif isinstance(target, bentoml.Bento):
         bento = target
     else:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             "deployment() takes a Bento tag (str or bentoml.Tag), a bentoml.Bento, a "
             "@bentoml.service class, or a loaded bentoml.legacy.Service, not "
             f"{type(target).__name__}."
@@ -151,9 +151,9 @@ def _source_from_uri(
 ) -> tuple[BentoSource, Any]:
     """A Bento every node fetches from ``bento_uri``; the driver's store is not used."""
     if not isinstance(bento_uri, str) or not bento_uri:
-        raise InvalidDeploymentConfig(f"bento_uri must be a non-empty string, not {bento_uri!r}.")
+        raise InvalidArgument(f"bento_uri must be a non-empty string, not {bento_uri!r}.")
     if not isinstance(target, str | bentoml.Tag):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             "With bento_uri, the target is the Bento's tag (str or bentoml.Tag), not "
             f"{type(target).__name__}."
         )
@@ -217,7 +217,7 @@ def _source_of_service(svc: Any) -> BentoSource:
         else:
             import_str, working_dir = svc.get_service_import_origin()
     except Exception as exc:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"Service {svc.name!r} cannot be re-imported inside Ray replicas: {exc}"
         ) from exc
     # Models come from the driver's store, which replicas on its machine can read.

@@ -26,7 +26,7 @@ from ray.serve import Application
 from .._application import deployment, plan_layout
 from .._bento.runtime_env import bento_requirements
 from .._bento.source import bento_env_vars, get_bento
-from .._errors import InvalidDeploymentConfig
+from .._errors import InvalidArgument
 from .._options import check_mapping, check_route_prefix
 from .options_file import check_options
 from .yaml_text import dump_yaml
@@ -46,13 +46,13 @@ def application_builder(args: dict[str, Any]) -> Application:
     the same way, then ``deployment(**args)`` builds the application.
     """
     if not isinstance(args, Mapping):
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"The application's args must be a mapping, not {type(args).__name__}."
         )
     options = dict(args)
     target = options.pop("target", None)
     if not isinstance(target, str) or not target:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             "The application's args need 'target': the Bento tag to serve, such as "
             f"'iris_classifier:abc123', not {target!r}."
         )
@@ -190,7 +190,7 @@ def _plain(value: Any, where: str) -> Any:
         return {str(key): _plain(item, f"{where}.{key}") for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise InvalidDeploymentConfig(
+    raise InvalidArgument(
         f"{where} is a {type(value).__name__}, which a Serve config (YAML) cannot hold; "
         "give it in Python with bentoml_ray.deployment() instead."
     )
