@@ -121,6 +121,7 @@ BENTO_SOURCES = {
     "iris_bento": EXAMPLES / "iris_classifier",
     "probe_bento": FIXTURES / "batch_probe",
     "review_scorer_bento": EXAMPLES / "review_scorer",
+    "tenants_bento": EXAMPLES / "tenants",
     "graph_bento": FIXTURES / "service_graph",
     "slow_service_bento": FIXTURES / "slow_service",
     "slow_runner_bento": FIXTURES / "slow_runner",
@@ -196,6 +197,12 @@ def probe_bento(bento_builds: dict[str, Future[str]]) -> str:
 def review_scorer_bento(bento_builds: dict[str, Future[str]]) -> str:
     """The composed 1.2+ example from examples/review_scorer; returns its tag."""
     return bento_builds["review_scorer_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def tenants_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """The many-models example from examples/tenants; returns its tag."""
+    return bento_builds["tenants_bento"].result()
 
 
 @pytest.fixture(scope="session")

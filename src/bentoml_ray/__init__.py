@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._application import deployment
     from ._deploy.serve_config import application_builder
     from ._hub.deployment import hub_deployment_name
+    from ._multiplexing import for_model, model_id, multiplexed
     from ._offline.errors import ApiFailedOnRow, RowFailed
     from ._offline.map_api import map_api
     from ._runners.layout import api_server_deployment_name, runner_deployment_name
@@ -50,6 +51,9 @@ _DEFINED_IN = {
     "deployment": "._application",
     "application_builder": "._deploy.serve_config",
     "hub_deployment_name": "._hub.deployment",
+    "for_model": "._multiplexing",
+    "model_id": "._multiplexing",
+    "multiplexed": "._multiplexing",
     "map_api": "._offline.map_api",
     "ApiFailedOnRow": "._offline.errors",
     "RowFailed": "._offline.errors",
@@ -84,8 +88,11 @@ __all__ = [
     "api_server_deployment_name",
     "application_builder",
     "deployment",
+    "for_model",
     "hub_deployment_name",
     "map_api",
+    "model_id",
+    "multiplexed",
     "runner_deployment_name",
     "service_deployment_name",
 ]

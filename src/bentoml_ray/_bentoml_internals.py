@@ -49,6 +49,7 @@ try:
     from _bentoml_impl.tasks.serde import JSONSerde
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.service.dependency import Dependency
+    from bentoml._internal.context import _request_var
     from bentoml._internal.io_descriptors.file import File
     from bentoml._internal.io_descriptors.image import Image
     from bentoml._internal.io_descriptors.json import JSON
@@ -203,6 +204,11 @@ def service_instance(factory: ServiceAppFactory) -> Any:
     return factory._service_instance
 
 
+def current_request() -> Any | None:
+    """The HTTP request BentoML is serving in this context (its ``in_request``), or None."""
+    return _request_var.get(None)
+
+
 def deployment_hooks(service: NewService[Any]) -> list[Callable[[], Any]]:
     """A 1.2+ service's ``@bentoml.on_deployment`` functions, which take no argument."""
     hooks = []
@@ -264,6 +270,7 @@ __all__ = [
     "bento_model_paths",
     "bentoml_home",
     "cors_options",
+    "current_request",
     "deployment_hooks",
     "get_original_func",
     "is_async_callable",

@@ -23,6 +23,11 @@ MAX_ONGOING_REQUESTS = 100
 MAX_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
 
+#: Handles kept per callee for calls that carry a model id or a session id: one per
+#: model (and session) in use; past this many, sessions come and go, and they are
+#: rebuilt rather than kept for ever.
+ROUTED_HANDLES_KEPT = 1024
+
 #: The request body limit, unless ``MAX_BODY_SIZE_ENV`` sets one (0: none). 100 MiB: room
 #: for large batches and images, far below a replica's memory.
 MAX_BODY_SIZE = 100 * 1024 * 1024

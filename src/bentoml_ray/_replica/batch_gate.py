@@ -18,6 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._multiplexing import model_id, running_for
+
 CallT = TypeVar("CallT")
 
 
@@ -43,20 +45,52 @@ class BatchGate:
 def gated_batch(
     options: dict[str, Any], run_batch: Callable[[list[CallT]], Awaitable[list[Any]]]
 ) -> Callable[[CallT], Awaitable[Any]]:
-    """``serve.batch(**options)`` over ``run_batch``, behind a ``BatchGate`` when it helps."""
+    """``serve.batch(**options)`` over ``run_batch``, behind a ``BatchGate`` when it helps.
+
+    A batch never mixes model ids: ``run_batch`` sees the calls of one model at a time,
+    with ``model_id()`` returning theirs (Ray groups batches by model id only from 2.54).
+    """
     from ray import serve  # here: a process that batches nothing (Ray Data's) never pays for it
 
+    async def run_by_model(calls: list[tuple[str, CallT]]) -> list[Any]:
+        return await by_model(calls, run_batch)
+
     if options.get("max_concurrent_batches", 1) != 1:
-        return serve.batch(**options)(run_batch)  # type: ignore[arg-type, no-any-return]
+        ungated = serve.batch(**options)(run_by_model)
+
+        async def call_ungated(value: CallT) -> Any:
+            return await ungated((model_id(), value))  # type: ignore[arg-type]
+
+        return call_ungated
     gate = BatchGate()
 
-    async def execute(calls: list[CallT]) -> list[Any]:
-        return await gate.execute(run_batch(calls))
+    async def execute(calls: list[tuple[str, CallT]]) -> list[Any]:
+        return await gate.execute(run_by_model(calls))
 
     batched = serve.batch(**options)(execute)
 
     async def call(value: CallT) -> Any:
         await gate.admit()
-        return await batched(value)
+        return await batched((model_id(), value))  # type: ignore[arg-type]
 
     return call
+
+
+async def by_model(
+    calls: list[tuple[str, CallT]], run_batch: Callable[[list[CallT]], Awaitable[list[Any]]]
+) -> list[Any]:
+    """``run_batch`` over each model id's calls, under that id; the results in call order."""
+    first = calls[0][0]
+    if all(model == first for model, _ in calls):
+        with running_for(first):
+            return await run_batch([value for _, value in calls])
+    positions: dict[str, list[int]] = {}
+    for position, (model, _) in enumerate(calls):
+        positions.setdefault(model, []).append(position)
+    results: list[Any] = [None] * len(calls)
+    for model, indexes in positions.items():
+        with running_for(model):
+            answers = await run_batch([calls[index][1] for index in indexes])
+        for index, answer in zip(indexes, answers, strict=True):
+            results[index] = answer
+    return results

@@ -24,8 +24,10 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
-from .._defaults import MAX_RETRIES
+from .._defaults import MAX_RETRIES, ROUTED_HANDLES_KEPT
 from .._errors import BentoRayError
+from .._multiplexing import routing_signals
+from .._ray_compat import handle_routing_options
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -159,10 +161,32 @@ class RetryingCaller:
         self._stream_handle = target.handle.options(stream=True)
         self._max_retries = target.max_retries
         self._what = what
+        #: Handles that carry a model id or session id, by (stream, model id, session id).
+        self._routed: dict[tuple[bool, str, str], DeploymentHandle[Any]] = {}
+
+    def _handle_now(self, stream: bool) -> DeploymentHandle[Any]:
+        """The handle for a call made now: with the request's routing signals, if it has any.
+
+        Ray's routers (model multiplexing, session affinity) see only what a handle carries.
+        """
+        model_id, session_id = routing_signals()
+        if not model_id and not session_id:
+            return self._stream_handle if stream else self._handle
+        key = (stream, model_id, session_id)
+        handle = self._routed.get(key)
+        if handle is None:
+            if len(self._routed) >= ROUTED_HANDLES_KEPT:
+                self._routed.clear()  # many sessions: start again rather than grow
+            base = self._stream_handle if stream else self._handle
+            options: dict[str, Any] = handle_routing_options(model_id, session_id)
+            handle = self._routed[key] = base.options(**options)
+        return handle
 
     async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        handle = self._handle_now(stream=False)
+
         async def send() -> Any:
-            response = cast("DeploymentResponse[Any]", self._handle.call.remote(name, args, kwargs))
+            response = cast("DeploymentResponse[Any]", handle.call.remote(name, args, kwargs))
             return await await_response(response)
 
         try:
@@ -173,10 +197,11 @@ class RetryingCaller:
     async def stream(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
+        handle = self._handle_now(stream=True)
+
         def open_stream() -> DeploymentResponseGenerator[Any]:
             return cast(
-                "DeploymentResponseGenerator[Any]",
-                self._stream_handle.stream.remote(name, args, kwargs),
+                "DeploymentResponseGenerator[Any]", handle.stream.remote(name, args, kwargs)
             )
 
         try:

@@ -23,8 +23,9 @@ from typing import Any, cast
 from .._batching_plan import BatchingPlan, MethodInfo
 from .._bento.source import BentoSource
 from .._defaults import MAX_ONGOING_REQUESTS
-from .._errors import InvalidDeploymentConfig, did_you_mean
+from .._errors import BentoRayError, InvalidDeploymentConfig, did_you_mean
 from .._layout import DeploymentSpec, Layout, deployment_name
+from .._multiplexing import multiplexed_loaders
 from .._options import (
     API_SERVER_OPTIONS,
     RUNNER_OPTIONS,
@@ -55,6 +56,7 @@ def runner_layout(
     batching_config: object,
 ) -> Layout:
     """Check every option against the loaded service; the deployments it then needs."""
+    refuse_multiplexed_runnables(svc.runners)
     api_what = f"the API-server deployment of {svc.name!r}"
     api_options = check_deployment_options(
         service_deployment_config,
@@ -135,3 +137,20 @@ def runner_layout(
         )
     )
     return Layout(source, str(svc.name), tuple(specs))
+
+
+def refuse_multiplexed_runnables(runners: list[Any]) -> None:
+    """A runnable's methods are not awaited on the replica's loop, so no loader can work.
+
+    A runner's method reads the model id with ``bentoml_ray.model_id()`` instead (each
+    runner call carries its request's id) and keeps its models itself.
+    """
+    for runner in runners:
+        loaders = multiplexed_loaders(runner.runnable_class)
+        if loaders:
+            raise BentoRayError(
+                f"Runner {runner.name!r}'s runnable has a @bentoml_ray.multiplexed loader "
+                f"({', '.join(loaders)}); loaders work on BentoML 1.2+ services only. In a "
+                "runnable, read the request's model with bentoml_ray.model_id() in the "
+                "method and keep the loaded models yourself (a dict, or functools.lru_cache)."
+            )

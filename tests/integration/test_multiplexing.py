@@ -1,0 +1,133 @@
+"""Many models behind one API on a real Ray: the model id reaches the dependency's replicas.
+
+The tenants example (``examples/tenants``) with two replicas of ``Tenants``, each holding at
+most two of the four tenants' models; beside it, where the installed Ray has Ray's
+consistent-hash router, the same Bento with that router on ``Tenants``. Each answer names
+the model that made it and the process (the replica) that served it.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from _support import run_all
+
+import bentoml_ray
+from bentoml_ray._multiplexing import MODEL_ID_HEADER
+
+TENANTS = [f"tenant-{number}" for number in range(4)]
+ROWS = {"x": [[5.9, 3.0, 5.1, 1.8]]}
+CONSISTENT_HASH = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
+HAS_CONSISTENT_HASH = importlib.util.find_spec(CONSISTENT_HASH.rpartition(".")[0]) is not None
+
+
+@pytest.fixture(scope="module")
+def urls(serve_url: str, tenants_bento: str) -> dict[str, str]:
+    two = {"num_replicas": 2}
+    apps = {"tenants": (bentoml_ray.deployment(tenants_bento, None, {"Tenants": two}), "/mx")}
+    if HAS_CONSISTENT_HASH:
+        sticky = {**two, "request_router_config": {"request_router_class": CONSISTENT_HASH}}
+        app = bentoml_ray.deployment(tenants_bento, None, {"Tenants": sticky})
+        apps["tenants_sessions"] = (app, "/mx_sessions")
+    run_all(apps)
+    return {name: serve_url + prefix for name, (_, prefix) in apps.items()}
+
+
+def _post(url: str, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, json.dumps(ROWS).encode(), {"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _loads(url: str, bound_s: float = 30) -> float:
+    """``Tenants``' model loads in ``/metrics``, once its replicas have reported any."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+        found = re.search(r'bentoml_ray_model_loads_total\{service="Tenants"\} (\S+)', text)
+        if found:
+            return float(found.group(1))
+        assert time.monotonic() < deadline, f"no model loads in /metrics in {bound_s:.0f} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.compat
+def test_each_answer_comes_from_the_model_named_and_models_stay_put(urls: dict[str, str]) -> None:
+    """400 requests, random tenants, 6 clients: the root passes each one's model id on.
+
+    Without routing by model id (Ray's matching timeout 0) this took about 200 loads.
+    """
+    url = urls["tenants"]
+    rng = random.Random(7)
+    asked = [rng.choice(TENANTS) for _ in range(400)]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda t: _post(f"{url}/predict", {MODEL_ID_HEADER: t}), asked))
+    wrong = [(t, answer) for t, answer in zip(asked, answers, strict=True) if answer[0] != 200
+             or answer[1]["model"] != t]  # fmt: skip
+    assert not wrong, wrong[:3]
+    replicas = {answer["pid"] for _, answer in answers}
+    assert len(replicas) == 2  # both replicas served
+    loads = _loads(url)
+    print(f"model loads for 400 requests over 4 models: {loads:.0f}")
+    assert loads <= 100
+
+    # The root's own loader: the model id comes from the header there.
+    for tenant in TENANTS:
+        status, answer = _post(f"{url}/predict_here", {MODEL_ID_HEADER: tenant})
+        assert (status, answer["model"]) == (200, tenant)
+    status, body = _post(f"{url}/predict", {})
+    assert status == 400 and MODEL_ID_HEADER in body
+
+
+def test_a_batch_holds_one_tenants_rows(urls: dict[str, str]) -> None:
+    """Concurrent requests for four tenants to a batchable API: each row from its model."""
+    url = urls["tenants"]
+    rng = random.Random(11)
+    asked = [rng.choice(TENANTS) for _ in range(96)]
+
+    def classify(tenant: str) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{url}/classify",
+            json.dumps({"rows": [[5.9, 3.0, 5.1, 1.8], [5.1, 3.5, 1.4, 0.2]]}).encode(),
+            {"Content-Type": "application/json", MODEL_ID_HEADER: tenant},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(classify, asked))
+    for tenant, (status, rows) in zip(asked, answers, strict=True):
+        assert status == 200 and [row["model"] for row in rows] == [tenant, tenant]
+    assert max(row["batch"] for _, rows in answers for row in rows) > 2  # batches formed
+
+
+@pytest.mark.skipif(not HAS_CONSISTENT_HASH, reason="this Ray has no consistent-hash router")
+def test_a_session_stays_on_one_replica(urls: dict[str, str]) -> None:
+    """Ray's session header reaches the dependency's router with each call."""
+    url = urls["tenants_sessions"]
+    served: dict[str, set[int]] = collections.defaultdict(set)
+    for round_ in range(8):
+        for session in (f"session-{number}" for number in range(12)):
+            tenant = TENANTS[round_ % 4]
+            status, answer = _post(
+                f"{url}/predict", {MODEL_ID_HEADER: tenant, "x-session-id": session}
+            )
+            assert (status, answer["model"]) == (200, tenant)
+            served[session].add(answer["pid"])
+    assert all(len(pids) == 1 for pids in served.values()), served
+    assert len(set().union(*served.values())) == 2  # the sessions spread over both replicas
