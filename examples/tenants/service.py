@@ -4,7 +4,8 @@ A client names its tenant in the header ``serve_multiplexed_model_id``. ``Tenant
 the models: ``get_model`` is a multiplexed loader, so each replica keeps at most two, and
 on Ray a request goes to a replica that already holds its tenant's model.
 ``TenantGateway`` is the HTTP root: ``/predict`` asks ``Tenants`` (on Ray the request's
-model id travels with the call), ``/predict_here`` serves from a loader of its own, and
+model id travels with the call; ``/predict_for`` names the tenant in the body instead),
+``/predict_here`` serves from a loader of its own, and
 ``/classify`` batches rows across requests, one tenant's at a time.
 
 Each answer names the model that made it and the process that served it. A tenant's
@@ -63,6 +64,13 @@ class TenantGateway:
     async def predict(self, x: list[list[float]]) -> dict[str, Any]:
         """The tenant's answer from ``Tenants``."""
         answer: dict[str, Any] = await self.tenants.predict(x)
+        return answer
+
+    @bentoml.api
+    async def predict_for(self, x: list[list[float]], tenant: str) -> dict[str, Any]:
+        """The answer of the tenant named in the body, whatever the header says."""
+        with bentoml_ray.for_model(tenant):
+            answer: dict[str, Any] = await self.tenants.predict(x)
         return answer
 
     @bentoml.api

@@ -65,10 +65,16 @@ def test_each_runner_batches_with_its_own_settings(batched_url: str, kind: str) 
     assert 2 < max(large) <= 16, large
 
 
-def test_non_batchable_method_and_sync_api_still_work(batched_url: str) -> None:
+def test_non_batchable_method_and_sync_api_still_work_and_carry_model_ids(
+    batched_url: str,
+) -> None:
     response = httpx.post(f"{batched_url}/describe", json={"values": [1, 2, 3]})
     assert response.status_code == 200, response.text
-    assert response.json() == {"count": 3}
+    assert response.json() == {"count": 3, "model": ""}
+    # The request's model id travels from the sync API's thread to the runner's replica.
+    named = {"serve_multiplexed_model_id": "tenant-a"}
+    response = httpx.post(f"{batched_url}/describe", json={"values": [1]}, headers=named)
+    assert response.json() == {"count": 1, "model": "tenant-a"}
 
 
 def _deployments(app_name: str) -> set[str]:
@@ -99,8 +105,9 @@ def test_embedded_is_an_option_both_ways(serve_url: str, probe_bento: str) -> No
         url = f"{serve_url}/swapped"
         assert _deployments("swapped") == {"batch_probe", "batch_probe.runner.large_batches"}
         assert 1 < max(_batch_sizes(url, "small", "list")) <= 4
-        response = httpx.post(f"{url}/describe", json={"values": [1, 2]}, timeout=30)
-        assert response.status_code == 200 and response.json() == {"count": 2}, response.text
+        named = {"serve_multiplexed_model_id": "tenant-b"}  # read in the API server here
+        response = httpx.post(f"{url}/describe", json={"values": [1, 2]}, headers=named)
+        assert response.json() == {"count": 2, "model": "tenant-b"}, response.text
         with httpx.stream("POST", f"{url}/countdown", json={"n": 2}, timeout=30) as streamed:
             assert "".join(streamed.iter_text()) == "2\n1\n"
         # In its own deployment now, batching with Ray's defaults (max_batch_size 10).

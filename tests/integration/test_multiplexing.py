@@ -1,8 +1,9 @@
 """Many models behind one API on a real Ray: the model id reaches the dependency's replicas.
 
-The tenants example (``examples/tenants``) with two replicas of ``Tenants``, each holding at
-most two of the four tenants' models; beside it, where the installed Ray has Ray's
-consistent-hash router, the same Bento with that router on ``Tenants``. Each answer names
+The tenants example (``examples/tenants``) as its ``bento_ray.py`` serves it: two replicas of
+``Tenants``, each holding at most two of the four tenants' models; beside it, where the
+installed Ray has Ray's consistent-hash router, ``bento_ray_sessions.py``'s form, with that
+router on ``Tenants``. Each answer names
 the model that made it and the process (the replica) that served it.
 """
 
@@ -20,25 +21,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _support import run_all
+from _support import EXAMPLES, load_module, run_all
 
-import bentoml_ray
 from bentoml_ray._multiplexing import MODEL_ID_HEADER
 
+EXAMPLE = EXAMPLES / "tenants"
 TENANTS = [f"tenant-{number}" for number in range(4)]
 ROWS = {"x": [[5.9, 3.0, 5.1, 1.8]]}
-CONSISTENT_HASH = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
-HAS_CONSISTENT_HASH = importlib.util.find_spec(CONSISTENT_HASH.rpartition(".")[0]) is not None
+HAS_CONSISTENT_HASH = (
+    importlib.util.find_spec("ray.serve.experimental.consistent_hash_router") is not None
+)
 
 
 @pytest.fixture(scope="module")
 def urls(serve_url: str, tenants_bento: str) -> dict[str, str]:
-    two = {"num_replicas": 2}
-    apps = {"tenants": (bentoml_ray.deployment(tenants_bento, None, {"Tenants": two}), "/mx")}
+    """The example's ``bento_ray*.py`` modules, as written (``tenants:latest`` is built)."""
+    apps = {"tenants": (load_module(EXAMPLE / "bento_ray.py").tenants, "/mx")}
     if HAS_CONSISTENT_HASH:
-        sticky = {**two, "request_router_config": {"request_router_class": CONSISTENT_HASH}}
-        app = bentoml_ray.deployment(tenants_bento, None, {"Tenants": sticky})
-        apps["tenants_sessions"] = (app, "/mx_sessions")
+        sessions = load_module(EXAMPLE / "bento_ray_sessions.py").sessions
+        apps["tenants_sessions"] = (sessions, "/mx_sessions")
     run_all(apps)
     return {name: serve_url + prefix for name, (_, prefix) in apps.items()}
 
@@ -92,6 +93,15 @@ def test_each_answer_comes_from_the_model_named_and_models_stay_put(urls: dict[s
         assert (status, answer["model"]) == (200, tenant)
     status, body = _post(f"{url}/predict", {})
     assert status == 400 and MODEL_ID_HEADER in body
+
+    # A model named by the root itself, and one named through BentoML's own client.
+    body = json.dumps({**ROWS, "tenant": "tenant-2"}).encode()
+    request = urllib.request.Request(
+        f"{url}/predict_for", body, {"Content-Type": "application/json"}
+    )
+    assert json.loads(urllib.request.urlopen(request, timeout=60).read())["model"] == "tenant-2"
+    client = load_module(EXAMPLE / "client.py", "tenants_client")
+    assert client.predict_for(url, "tenant-3", ROWS["x"])["model"] == "tenant-3"
 
 
 def test_a_batch_holds_one_tenants_rows(urls: dict[str, str]) -> None:
