@@ -13,15 +13,17 @@ Every one is a ``BentoRayError``::
     └── UnsupportedEnvironment (RuntimeError) something to install first
         └── MissingExtra (ImportError)        an optional extra that is not installed
 
-Why the extra bases: code written for BentoML's original ``bentoml.ray`` caught the
-builtins (``ValueError``, ``LookupError``) and BentoML's ``NotFound``, which the original
-raised for a Bento missing from the store; ``RowFailed`` is what Ray Data treats as an
-error in user code. ``RowFailed`` lives in ``_offline.errors`` (its base needs Ray).
+Why the extra bases: code written for BentoML's original ``bentoml.ray`` may catch
+BentoML's ``NotFound``, which the original raised for a Bento missing from the store, or
+the builtins a caller reaches for (``ValueError``, ``LookupError``); ``RowFailed`` is what
+Ray Data treats as an error in user code. ``RowFailed`` lives in ``_offline.errors`` (its
+base needs Ray).
 
 Old names stay as they were caught: ``InvalidDeploymentConfig`` is ``InvalidArgument``,
 ``ApiFailedOnRow`` is ``RowFailed``, and ``InvalidBentoTag`` also derives from
-``BentoNotFound``, which earlier releases raised for a malformed tag (so ``except
-BentoNotFound`` and ``except bentoml.exceptions.NotFound`` still catch one).
+``BentoNotFound``, which earlier releases raised for a malformed tag, so that ``except
+BentoNotFound`` still catches one (and, as a side effect, ``except
+bentoml.exceptions.NotFound`` does too).
 
 Nearly all are raised before anything is deployed or any row is read; in a replica, only
 a call to a runner or dependency that Ray cannot carry (``_replica.calls``) raises
@@ -49,7 +51,7 @@ class InvalidArgument(BentoRayError, ValueError):
     """
 
 
-#: The name ``InvalidArgument`` had before 0.2; the same class.
+#: ``InvalidArgument``'s earlier name; the same class.
 InvalidDeploymentConfig = InvalidArgument
 
 

@@ -361,7 +361,8 @@ def test_serve_until_sigint(iris_bento: str, tmp_path: pathlib.Path) -> None:
     options = _options(tmp_path / "options.yaml", {"service_deployment_config": {}})
     port = free_port()
     process = subprocess.Popen(
-        [CLI, "serve", iris_bento, "--config", options, "--num-cpus", "4", "--port", str(port)],
+        [CLI, "serve", iris_bento, "--config", options, "--num-cpus", "4", "--port", str(port),
+         "--name", "iris_cli"],
         env=own_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True,
     )  # fmt: skip

@@ -64,7 +64,7 @@ class RowFailed(BentoRayError, UserCodeException):
         return (type(self), (self.api, self.row, self.error, self._error_text))
 
 
-#: The name ``RowFailed`` had before 0.2; the same class.
+#: ``RowFailed``'s earlier name (it was not exported then); the same class.
 ApiFailedOnRow = RowFailed
 
 
