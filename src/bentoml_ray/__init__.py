@@ -28,6 +28,7 @@ from ._errors import (
     InvalidDeploymentConfig,
     MissingColumn,
     MissingExtra,
+    NoModelId,
     UnsupportedEnvironment,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "InvalidDeploymentConfig",
     "MissingColumn",
     "MissingExtra",
+    "NoModelId",
     "RowFailed",
     "UnsupportedEnvironment",
     "api_server_deployment_name",

@@ -10,14 +10,16 @@ Every one is a ``BentoRayError``::
     │                  bentoml.exceptions.NotFound)
     ├── RowFailed (ray.exceptions.UserCodeException)
     │                                         map_api: the API failed on a row
+    ├── NoModelId (bentoml.exceptions.BadInput)
+    │                                         a multiplexed API's request named no model
     └── UnsupportedEnvironment (RuntimeError) something to install first
         └── MissingExtra (ImportError)        an optional extra that is not installed
 
 Why the extra bases: code written for BentoML's original ``bentoml.ray`` may catch
 BentoML's ``NotFound``, which the original raised for a Bento missing from the store, or
 the builtins a caller reaches for (``ValueError``, ``LookupError``); ``RowFailed`` is what
-Ray Data treats as an error in user code. ``RowFailed`` lives in ``_offline.errors`` (its
-base needs Ray).
+Ray Data treats as an error in user code; a ``BadInput`` is what BentoML answers 400.
+``RowFailed`` lives in ``_offline.errors`` (its base needs Ray).
 
 Old names stay as they were caught: ``InvalidDeploymentConfig`` is ``InvalidArgument``,
 ``ApiFailedOnRow`` is ``RowFailed``, and ``InvalidBentoTag`` also derives from
@@ -35,7 +37,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from bentoml.exceptions import NotFound
+from bentoml.exceptions import BadInput, NotFound
 
 
 class BentoRayError(Exception):
@@ -88,6 +90,14 @@ class MissingColumn(InvalidArgument):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.missing))
+
+
+class NoModelId(BentoRayError, BadInput):  # type: ignore[misc]
+    """A ``multiplexed`` loader was asked for a model, and the request named none.
+
+    Raised in the service's code while it serves the request; BentoML answers it 400 with
+    the message, which names the header to send.
+    """
 
 
 class UnsupportedEnvironment(BentoRayError, RuntimeError):

@@ -32,9 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from bentoml.exceptions import BadInput
-
-from ._errors import BentoRayError, InvalidDeploymentConfig
+from ._errors import BentoRayError, InvalidArgument, NoModelId
 
 #: The request header naming the model, as Ray Serve's proxy reads it.
 MODEL_ID_HEADER = "serve_multiplexed_model_id"
@@ -45,13 +43,6 @@ Loader = TypeVar("Loader", bound=Callable[..., Awaitable[Any]])
 
 #: The model id chosen for the code running now, over the request's (None: not chosen).
 _chosen: ContextVar[str | None] = ContextVar("bentoml_ray_model_id", default=None)
-
-
-class NoModelId(BentoRayError, BadInput):  # type: ignore[misc]
-    """A multiplexed loader was asked for a model, and the request named none.
-
-    A ``BadInput``, so BentoML answers it 400 with this message, as for any bad request.
-    """
 
 
 def model_id() -> str:
@@ -80,9 +71,7 @@ def for_model(model_id: str) -> contextlib.AbstractContextManager[None]:
             answer = await self.tenants.predict(x)
     """
     if not isinstance(model_id, str) or not model_id:
-        raise InvalidDeploymentConfig(
-            f"for_model takes a model id, a non-empty string; got {model_id!r}."
-        )
+        raise InvalidArgument(f"for_model takes a model id, a non-empty string; got {model_id!r}.")
     return running_for(model_id)
 
 
@@ -132,7 +121,7 @@ def multiplexed(max_models_per_replica: int = 3) -> Callable[[Loader], Loader]:
     """
     limit = max_models_per_replica
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidDeploymentConfig(
+        raise InvalidArgument(
             f"max_models_per_replica must be a whole number of at least 1; got {limit!r}."
         )
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from ray import serve
 from starlette.types import ASGIApp
 
+from ._defaults import MULTIPLEXED_REQUEST_ROUTER
 from ._errors import UnsupportedEnvironment
 
 #: Every keyword that the installed Ray's ``serve.deployment`` takes. ``route_prefix`` is
@@ -80,6 +81,25 @@ def handle_routing_options(model_id: str, session_id: str) -> dict[str, str]:
     if session_id and HANDLE_TAKES_SESSION_ID:
         options["session_id"] = session_id
     return options
+
+
+def model_router_path() -> str | None:
+    """Where ``ModelAffinityRouter`` is, if this Ray takes request routers (2.48+), or None.
+
+    Decided by what the installed Ray has: the ``request_router_config`` option and the
+    public router classes ``_replica.model_router`` builds on.
+    """
+    if "request_router_config" not in RAY_DEPLOYMENT_OPTIONS:
+        return None
+    try:
+        from ray.serve.request_router import RunningReplica
+
+        from ._replica import model_router  # noqa: F401  (its names are in this Ray)
+    except ImportError:
+        return None
+    if not hasattr(RunningReplica, "multiplexed_model_ids"):
+        return None
+    return MULTIPLEXED_REQUEST_ROUTER
 
 
 def ray_version() -> str:

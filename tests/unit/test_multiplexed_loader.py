@@ -2,7 +2,7 @@
 
 The LRU here is the one ``bentoml serve``'s workers (and Ray Data's actors) use; in a Ray
 Serve replica the loader is Ray's multiplexing, tested in ``integration/test_multiplexing``.
-The example service answers here in BentoML's own app, as a ``bentoml serve`` worker runs it.
+The example service answers here in BentoML's app for it, as a replica runs it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from _support import EXAMPLES, bentoml_config_restored, load_module
 from starlette.testclient import TestClient
 
 import bentoml_ray
-from bentoml_ray import BentoRayError, InvalidDeploymentConfig
-from bentoml_ray._bentoml_internals import ServiceAppFactory
+from bentoml_ray import BentoRayError, InvalidArgument
 from bentoml_ray._multiplexing import MODEL_ID_HEADER, multiplexed_loaders, running_for
 from bentoml_ray._replica.batch_gate import by_model
 from bentoml_ray._runners.layout import refuse_multiplexed_runnables
+from bentoml_ray._services.app_factory import RayServiceAppFactory
 
 _bentoml_config_restored = pytest.fixture(autouse=True, scope="module")(bentoml_config_restored)
 
@@ -41,7 +41,7 @@ class Loads:
 
 @pytest.mark.parametrize("limit", [0, -1, True, 2.0, "2", None])
 def test_max_models_per_replica_is_a_whole_number_of_at_least_one(limit: Any) -> None:
-    with pytest.raises(InvalidDeploymentConfig, match=r"max_models_per_replica .* at least 1"):
+    with pytest.raises(InvalidArgument, match=r"max_models_per_replica .* at least 1"):
         bentoml_ray.multiplexed(max_models_per_replica=limit)
 
 
@@ -93,7 +93,7 @@ def test_model_id_outside_a_request_and_chosen_for_a_block() -> None:
         with running_for(""):  # a batch of calls that named no model
             assert bentoml_ray.model_id() == ""
     assert bentoml_ray.model_id() == ""
-    with pytest.raises(InvalidDeploymentConfig, match="non-empty string"):
+    with pytest.raises(InvalidArgument, match="non-empty string"):
         bentoml_ray.for_model("")
 
 
@@ -109,13 +109,17 @@ def test_a_batch_never_mixes_model_ids() -> None:
     assert seen == [("a", [1, 3]), ("b", [2, 5]), ("", [4])]
 
 
-def test_the_example_answers_in_bentomls_own_app_as_bentoml_serve_runs_it() -> None:
-    """The header names the model; one named by none is a 400 that says what to send."""
+def test_the_example_answers_by_the_header_in_bentomls_app() -> None:
+    """The header names the model; one named by none is a 400 that says what to send.
+
+    (``integration/test_multiplexing`` compares the root's answers with ``bentoml serve``.)
+    """
     example = load_module(EXAMPLES / "tenants" / "service.py", "tenants_example")
     service: Any = example.Tenants
     with contextlib.contextmanager(bentoml_config_restored)():
         service.inject_config()
-        _answers_each_tenant(TestClient(ServiceAppFactory(service, is_main=True)()))
+        factory = RayServiceAppFactory(service, is_main=True, batching={})
+        _answers_each_tenant(TestClient(factory()))
 
 
 def _answers_each_tenant(app_client: TestClient) -> None:

@@ -10,6 +10,7 @@ with the release that brought them.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -99,3 +100,17 @@ def test_deployment_refuses_a_known_bad_environment_before_anything_else(
     with pytest.raises(UnsupportedEnvironment, match=r"pip install 'protobuf<7'") as info:
         bentoml_ray.deployment("no_such_bento:latest")  # refused before the tag is looked up
     assert isinstance(info.value, bentoml_ray.BentoRayError)
+
+
+def test_the_model_router_is_used_where_ray_takes_request_routers() -> None:
+    """Its path names the class; Ray 2.47, which takes no request router, keeps its own."""
+    path = _ray_compat.model_router_path()
+    if "request_router_config" not in _ray_compat.RAY_DEPLOYMENT_OPTIONS:
+        assert path is None
+        return
+    assert path is not None
+    module, _, name = path.rpartition(".")
+    router = getattr(importlib.import_module(module), name)
+    from ray.serve.request_router import RequestRouter
+
+    assert issubclass(router, RequestRouter)

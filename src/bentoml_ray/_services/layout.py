@@ -23,6 +23,7 @@ from .._batching_plan import BatchingPlan
 from .._bento.source import BentoSource
 from .._errors import InvalidDeploymentConfig, did_you_mean
 from .._layout import DeploymentSpec, Layout, deployment_name
+from .._multiplexing import multiplexed_loaders
 from .._options import (
     API_SERVER_OPTIONS,
     CALLEE_OPTIONS,
@@ -31,6 +32,7 @@ from .._options import (
     check_max_retries,
     check_route_prefix,
 )
+from .._ray_compat import model_router_path
 from .deployments import DependencyServiceDeployment, RootServiceDeployment
 from .service_options import api_methods, deployment_defaults, service_env_vars
 
@@ -104,6 +106,12 @@ def service_layout(
         )
         max_retries = check_max_retries(user_options.pop("max_retries", None), what)
         options = _with_defaults(service, what, user_options)
+        if not is_root and "request_router_config" not in options:
+            # Its callers' routers run in bentoml-ray's own replicas; a root's would run in
+            # Ray's proxy, which may lack bentoml-ray, so the root keeps Ray's router.
+            router = model_router_path() if multiplexed_loaders(service.inner) else None
+            if router is not None:
+                options["request_router_config"] = {"request_router_class": router}
         if "max_ongoing_requests" not in user_options:
             # Below the batch product a replica can never fill a batch (Ray warns).
             options["max_ongoing_requests"] = max(
