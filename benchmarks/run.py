@@ -74,8 +74,8 @@ MODES: dict[str, dict[str, str]] = {
     "throughput": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        # Calls between deployments go over gRPC there, 4 MiB at most by default: the
-        # image workloads' pixels (14.7 MB as float32 for the PNG) need more (README).
+        # Calls between deployments go over gRPC there, 4 MiB at most by default: the image
+        # workloads' pixels (14.7 MB as float32 for the PNG) need more (guides/throughput).
         "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(512 * 2**20),
     },
 }
