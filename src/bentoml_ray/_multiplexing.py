@@ -51,15 +51,18 @@ def model_id() -> str:
     Read it in an API (or a runnable's method) and pass it to a ``multiplexed`` loader.
     Calls made to dependencies and runners while serving the request carry it on.
     """
+    found = _model_id_before_headers()
+    return found if found is not None else _from_request_headers(MODEL_ID_HEADER)[0]
+
+
+def _model_id_before_headers() -> str | None:
+    """The model id chosen for this code, or Ray's; None when only the headers can say."""
     chosen = _chosen.get()
     if chosen is not None:
         return chosen
     serve = sys.modules.get("ray.serve")  # not imported: not in a Ray Serve process
-    if serve is not None:
-        found: str = serve.get_multiplexed_model_id()
-        if found:
-            return found
-    return _from_request_header(MODEL_ID_HEADER)
+    found: str = serve.get_multiplexed_model_id() if serve is not None else ""
+    return found or None
 
 
 def for_model(model_id: str) -> contextlib.AbstractContextManager[None]:
@@ -85,29 +88,35 @@ def running_for(model_id: str) -> Iterator[None]:
         _chosen.reset(token)
 
 
-def session_id() -> str:
-    """The session id of the HTTP request being served, from Ray Serve's session header."""
-    header = os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id")
-    return _from_request_header(header)
-
-
 def routing_signals() -> tuple[str, str]:
-    """What a call made now tells Ray's routers: the model id and the session id."""
-    return model_id(), session_id()
+    """What a call made now tells Ray's routers: the model id and the session id.
+
+    The session id is the HTTP request's Ray Serve session header (the header Ray's
+    ``RAY_SERVE_SESSION_ID_HEADER_KEY`` names); the request's headers are read once.
+    """
+    session_header = os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id")
+    model = _model_id_before_headers()
+    if model is not None:
+        return model, _from_request_headers(session_header)[0]
+    found_model, session = _from_request_headers(MODEL_ID_HEADER, session_header)
+    return found_model, session
 
 
-def _from_request_header(name: str) -> str:
-    """Header ``name`` of BentoML's current request; ``-`` and ``_`` alike, as Ray reads it."""
+def _from_request_headers(*names: str) -> list[str]:
+    """Headers ``names`` of BentoML's current request (``""`` if absent), in one pass;
+    ``-`` and ``_`` alike, as Ray reads them."""
     from ._bentoml_internals import current_request  # here: only a request needs BentoML's
 
+    found = [""] * len(names)
     request = current_request()
     if request is None:
-        return ""
-    wanted = name.lower().replace("-", "_").encode()
+        return found
+    wanted = [name.lower().replace("-", "_").encode() for name in names]
     for key, value in request.scope["headers"]:
-        if key.replace(b"-", b"_") == wanted:  # ASGI header names are lower-case
-            return str(value.decode("latin-1"))
-    return ""
+        key = key.replace(b"-", b"_")  # ASGI header names are lower-case
+        if key in wanted:
+            found[wanted.index(key)] = value.decode("latin-1")
+    return found
 
 
 def multiplexed(max_models_per_replica: int = 3) -> Callable[[Loader], Loader]:
