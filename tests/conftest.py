@@ -260,8 +260,8 @@ def serve_url() -> Iterator[str]:
     from ray import serve
 
     # Logical CPUs beyond the real two, so that several replicas can be scheduled (the
-    # seven of ``four_bentos`` stay for the session).
-    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False)
+    # seven of ``four_bentos`` and the six of ``test_multiplexing`` stay for the session).
+    ray.init(address="local", num_cpus=24, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:

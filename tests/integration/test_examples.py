@@ -2,8 +2,8 @@
 
 README's quickstart is one process that builds the review scorer Bento into an empty
 BentoML store, serves it on a Ray of its own, answers a request and stops; what a newcomer
-sees on the way has no warning, no traceback and nothing that reads as a failure. The
-offline example's function runs on the session's Ray.
+sees on the way has no warning, no traceback and nothing that reads as a failure. (The
+offline example's function runs in ``test_offline``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from _support import EXAMPLES, ROOT, load_module, own_ray_env
+from _support import EXAMPLES, ROOT, own_ray_env
 
 #: Words that would make a newcomer think something went wrong (Ray's exit noise was
 #: "Task ServeController.graceful_shutdown failed ... killed by `ray.kill`").
@@ -43,16 +43,3 @@ def test_readme_quickstart_is_quiet_and_answers(tmp_path: pathlib.Path) -> None:
     assert "POST /score" in done.stdout and "-> 200 [4.0, -2.5]" in done.stdout, output
     assert done.stdout.rstrip().endswith("Stopped Ray."), output
     assert not ALARMING.search(output), output
-
-
-def test_offline_example_scores_each_row(serve_url: str, review_scorer_bento: str) -> None:
-    import ray.data
-
-    example = load_module(SCORER / "offline.py", "review_scorer_offline")
-    texts = ["Great phone, love it", "Slow and broken", "Fine, I guess"]
-    reviews = ray.data.from_items([{"id": i, "reviews": text} for i, text in enumerate(texts)])
-    rows = sorted(
-        example.score_reviews(reviews, review_scorer_bento).take_all(), key=lambda r: r["id"]
-    )
-    assert [row["reviews"] for row in rows] == texts
-    assert [row["output"] for row in rows] == [4.0, -2.5, 0.5]

@@ -50,13 +50,8 @@ def urls(serve_url: str, tenants_bento: str) -> Iterator[dict[str, str]]:
             "bentoml_serve": bentoml_url,
             **{name: serve_url + prefix for name, (_, prefix) in apps.items()},
         }
-    # Their six replicas take a CPU each of the session's Ray: later tests need them.
-    from ray import serve
-
-    started = time.monotonic()
-    for name in apps:
-        serve.delete(name)
-    print(f"\n[multiplexing] deleted in {time.monotonic() - started:.1f} s")
+    # Not deleted: serve.delete waits out the replicas' shutdown; the session's Ray has
+    # room for them (conftest), and its end ends them.
 
 
 def _post(url: str, headers: dict[str, str]) -> tuple[int, Any]:
@@ -84,14 +79,15 @@ def _loads(url: str, bound_s: float = 30) -> float:
 
 @pytest.mark.compat
 def test_each_answer_comes_from_the_model_named_and_models_stay_put(urls: dict[str, str]) -> None:
-    """400 requests, random tenants, 6 clients: the root passes each one's model id on.
+    """200 requests, random tenants, 6 clients: the root passes each one's model id on.
 
     Four models fit the two replicas: four loads would do. Without routing by model id
-    (Ray's matching timeout 0) this takes about 200 (``benchmarks/multiplex.py``).
+    (Ray's matching timeout 0) about every other request loads one
+    (``benchmarks/multiplex.py``: 400 requests, twice, in both Ray modes).
     """
     url = urls["tenants"]
     rng = random.Random(7)
-    asked = [rng.choice(TENANTS) for _ in range(400)]
+    asked = [rng.choice(TENANTS) for _ in range(200)]
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda t: _post(f"{url}/predict", {MODEL_ID_HEADER: t}), asked))
     wrong = [(t, answer) for t, answer in zip(asked, answers, strict=True) if answer[0] != 200
@@ -100,10 +96,10 @@ def test_each_answer_comes_from_the_model_named_and_models_stay_put(urls: dict[s
     replicas = {answer["pid"] for _, answer in answers}
     assert len(replicas) == 2  # both replicas served
     loads = _loads(url)
-    print(f"model loads for 400 requests over 4 models: {loads:.0f}")
+    print(f"model loads for 200 requests over 4 models: {loads:.0f}")
     # bentoml-ray's router sends a model where it sent it before until Ray knows where it is;
     # Ray's own (the only one before 2.48) loads some models twice while replicas fill.
-    assert loads <= (8 if model_router_path() else 100)
+    assert loads <= (8 if model_router_path() else 50)
 
     # The root's own loader: the model id comes from the header there.
     for tenant in TENANTS:
@@ -143,7 +139,7 @@ def test_a_batch_holds_one_tenants_rows(urls: dict[str, str]) -> None:
     """Concurrent requests for four tenants to a batchable API: each row from its model."""
     url = urls["tenants"]
     rng = random.Random(11)
-    asked = [rng.choice(TENANTS) for _ in range(96)]
+    asked = [rng.choice(TENANTS) for _ in range(48)]
 
     def classify(tenant: str) -> tuple[int, Any]:
         request = urllib.request.Request(
@@ -166,7 +162,7 @@ def test_a_session_stays_on_one_replica(urls: dict[str, str]) -> None:
     """Ray's session header reaches the dependency's router with each call."""
     url = urls["tenants_sessions"]
     served: dict[str, set[int]] = collections.defaultdict(set)
-    for round_ in range(8):
+    for round_ in range(4):
         for session in (f"session-{number}" for number in range(12)):
             tenant = TENANTS[round_ % 4]
             status, answer = _post(

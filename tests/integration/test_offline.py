@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 from _support import (
     BIN,
+    EXAMPLES,
     FIXTURES,
     RayCluster,
     cached_bentos,
     deployed,
-    own_ray_env,
+    load_module,
     run_driver,
 )
 
@@ -85,10 +86,14 @@ def test_a_runner_api_over_a_dataset_answers_as_one_row_at_a_time(
 def test_a_composed_1_2_api_over_a_dataset_answers_as_one_row_at_a_time(
     serve_url: str, review_scorer_bento: str
 ) -> None:
+    """Through the offline example's function, as ``examples/review_scorer/offline.py``
+    (and the docs, which include it) has it."""
     import ray.data
 
+    example = load_module(EXAMPLES / "review_scorer" / "offline.py", "review_scorer_offline")
     dataset = ray.data.from_items([{"id": i, "reviews": r} for i, r in enumerate(REVIEWS)])
-    answers = by_id(bentoml_ray.map_api(dataset, review_scorer_bento, "score").take_all())
+    answers = by_id(example.score_reviews(dataset, review_scorer_bento).take_all())
+    assert [row["reviews"] for row in answers] == REVIEWS
     assert [row["output"] for row in answers] == scores_one_row_at_a_time(
         review_scorer_bento, REVIEWS
     )
@@ -183,11 +188,11 @@ def test_batch_command_scores_files(
     expected = dict(zip(map(tuple, rows), iris_one_row_at_a_time(iris_bento, rows), strict=True))
     assert {tuple(row[c] for c in columns): row["output"] for row in written} == expected
 
-    # A row the API rejects fails the job with one line naming it (as --on-error raise says);
-    # this one without RAY_ADDRESS, on the local Ray that the command then starts.
+    # A row the API rejects fails the job with one line naming it (as --on-error raise says).
+    # (The local Ray the command starts without RAY_ADDRESS: test_cli's batch options test.)
     pd.DataFrame({"reviews": ["good", None]}).to_parquet(tmp_path / "reviews.parquet")
     failed = _batch(
-        own_ray_env(), review_scorer_bento, "--api", "score",
+        ray_cluster.env, review_scorer_bento, "--api", "score",
         "--input", str(tmp_path / "reviews.parquet"), "--output", str(tmp_path / "scores"),
     )  # fmt: skip
     assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-3000:]

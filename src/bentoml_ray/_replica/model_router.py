@@ -39,6 +39,8 @@ REMEMBERED_MODELS = 4096
 class ModelAffinityRouter(  # type: ignore[misc]
     FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter
 ):
+    """Ray's routing by model id; a model no replica reports yet, where it was sent."""
+
     def initialize_state(self, **kwargs: Any) -> None:
         self._sent: dict[str, ReplicaID] = {}
 
@@ -56,8 +58,8 @@ class ModelAffinityRouter(  # type: ignore[misc]
             )
             routable = [r for r in candidate_replicas if r.replica_id in ids]
             return [_two_of(routable)] if routable else []
-        by_id = {replica.replica_id: replica for replica in candidate_replicas}
-        chosen = by_id.get(self._sent.get(model))  # type: ignore[arg-type]
+        sent = self._sent.get(model)
+        chosen = next((r for r in candidate_replicas if r.replica_id == sent), None)
         if chosen is None:
             chosen = self._least_loaded(candidate_replicas)
             if len(self._sent) >= REMEMBERED_MODELS:
