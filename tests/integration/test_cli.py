@@ -198,6 +198,18 @@ def test_batch_gives_map_api_its_options_the_command_lines_over_the_files(
     assert runner.invoke(main, args).exit_code == 0
     assert calls["map_api"][3] == {}
 
+    # A failed row (as Ray delivers it: test_offline's failed-row test) ends the job with
+    # one line naming the row, as --on-error raise says.
+    def failing_map_api(*args: Any, **options: Any) -> str:
+        raise bentoml_ray.RowFailed("f", {"reviews": None}, ValueError("no text"))
+
+    monkeypatch.setattr(map_api_module, "map_api", failing_map_api)
+    failed = runner.invoke(main, args)
+    assert failed.exit_code == 1
+    assert _one_line_error(failed).startswith(
+        "Error: API 'f' failed on the row {'reviews': None}: ValueError: no text."
+    ), failed.output
+
 
 def test_batch_names_a_file_format_it_cannot_tell(tmp_path: pathlib.Path) -> None:
     data = _write(tmp_path / "rows.txt", "a\n")

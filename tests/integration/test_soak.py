@@ -1,7 +1,7 @@
 """Sustained load at 64 connections on the iris example: no errors, no memory creep.
 
 wrk (a separate process, as in benchmarks/) loads the example for a warm-up, then for
-``SOAK_S`` seconds: 15 in the suite, which has a budget of its own; the soak of record is
+``SOAK_S`` seconds: 10 in the suite, which has a budget of its own; the soak of record is
 ``BENTOML_RAY_SOAK_S=60 pytest tests/integration/test_soak.py -s`` (figures in RELIABILITY.md). The
 replicas' resident memory after the warm-up is compared with the end of the run: it must
 grow by less than 10 % (leaked requests, responses or handles would add up over
@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
 ]
 
-SOAK_S = int(os.environ.get("BENTOML_RAY_SOAK_S", "15"))
+SOAK_S = int(os.environ.get("BENTOML_RAY_SOAK_S", "10"))
 WARM_UP_S = 10
 CONNECTIONS = 64
 BODY = [[5.9, 3.0, 5.1, 1.8]]
