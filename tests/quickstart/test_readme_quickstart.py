@@ -1,6 +1,7 @@
-"""The examples README and the docs show, run as they say.
+"""README's quickstart, run as README says: a CI step of its own (``.ci/run``), outside
+the suite, since a newcomer runs it first anyway (``pytest tests/quickstart``).
 
-README's quickstart is one process that builds the review scorer Bento into an empty
+The quickstart is one process that builds the review scorer Bento into an empty
 BentoML store, serves it on a Ray of its own, answers a request and stops; what a newcomer
 sees on the way has no warning, no traceback and nothing that reads as a failure. (The
 offline example's function runs in ``test_offline``.)
