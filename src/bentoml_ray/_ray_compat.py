@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
 from ._defaults import MULTIPLEXED_REQUEST_ROUTER
@@ -68,7 +69,7 @@ NEWER_RAY_OPTIONS: dict[str, str] = {
 
 #: Whether a ``DeploymentHandle`` call can carry a session id for Ray's routers.
 HANDLE_TAKES_SESSION_ID: bool = (
-    "session_id" in inspect.signature(serve.handle.DeploymentHandle.options).parameters
+    "session_id" in inspect.signature(DeploymentHandle.options).parameters
 )
 
 
