@@ -37,29 +37,7 @@ def check_options(options: object, where: str) -> dict[str, Any]:
     ``where`` names the source in messages (``options file 'x.yaml'``, ...). Values are
     checked by ``deployment()`` itself when it runs.
     """
-    allowed = allowed_options()
-    listing = ", ".join(sorted(allowed))
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise InvalidArgument(
-            f"{where} must be a mapping of deployment() arguments, not "
-            f"{type(options).__name__}. Allowed keys: {listing}."
-        )
-    checked: dict[str, Any] = {}
-    for key, value in options.items():
-        if key == "target":
-            raise InvalidArgument(
-                f"{where} sets 'target'; the Bento tag comes from the command line (TAG), "
-                f"not from the options. Allowed keys: {listing}."
-            )
-        if not isinstance(key, str) or key not in allowed:
-            hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
-            raise InvalidArgument(
-                f"{where} has an unknown key {key!r}.{hint} Allowed keys: {listing}."
-            )
-        checked[key] = value
-    return checked
+    return _known_keys(options, where, "deployment()", allowed_options(), {"target": "TAG"})
 
 
 def read_options_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -78,28 +56,44 @@ def map_api_options() -> frozenset[str]:
 def read_map_api_options(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML file of ``map_api()`` keywords (``bentoml-ray batch --config``)."""
     where = f"Options file {os.fspath(path)!r}"
-    content = _read_yaml(path, where)
-    allowed = map_api_options()
+    on_the_command_line = {"dataset": "--input", "target": "TAG", "api": "--api"}
+    return _known_keys(
+        _read_yaml(path, where), where, "map_api()", map_api_options(), on_the_command_line
+    )
+
+
+def _known_keys(
+    options: object,
+    where: str,
+    function: str,
+    allowed: frozenset[str],
+    on_the_command_line: Mapping[str, str],
+) -> dict[str, Any]:
+    """``options`` as a dict once it maps keys of ``allowed`` (None: no options).
+
+    A key that the command line gives (``on_the_command_line``: key -> its argument) is
+    refused, naming that argument.
+    """
     listing = ", ".join(sorted(allowed))
-    if content is None:
+    if options is None:
         return {}
-    if not isinstance(content, Mapping):
+    if not isinstance(options, Mapping):
         raise InvalidArgument(
-            f"{where} must be a mapping of map_api() arguments, not "
-            f"{type(content).__name__}. Allowed keys: {listing}."
+            f"{where} must be a mapping of {function} arguments, not "
+            f"{type(options).__name__}. Allowed keys: {listing}."
         )
-    for key in content:
-        if key in ("dataset", "target", "api"):
+    for key in options:
+        if key in on_the_command_line:
             raise InvalidArgument(
-                f"{where} sets {key!r}, which comes from the command line (--input, TAG, "
-                f"--api). Allowed keys: {listing}."
+                f"{where} sets {key!r}, which comes from the command line "
+                f"({on_the_command_line[key]}), not from the options. Allowed keys: {listing}."
             )
         if not isinstance(key, str) or key not in allowed:
             hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
             raise InvalidArgument(
                 f"{where} has an unknown key {key!r}.{hint} Allowed keys: {listing}."
             )
-    return dict(content)
+    return dict(options)
 
 
 def _read_yaml(path: str | os.PathLike[str], where: str) -> Any:
