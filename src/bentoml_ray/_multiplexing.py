@@ -169,12 +169,23 @@ def multiplexed(max_models_per_replica: int = 3) -> Callable[[Loader], Loader]:
 
 
 def _model_cache(instance: Any, load: Callable[..., Awaitable[Any]], limit: int) -> Any:
-    serve = sys.modules.get("ray.serve")
-    if serve is not None:
-        with contextlib.suppress(Exception):  # RayServeException: not in a replica
-            deployment = serve.get_replica_context().deployment
-            return _RayModels(instance, load, limit, deployment)
-    return _LocalModels(instance, load, limit)
+    deployment = _replica_deployment()
+    if deployment is None:
+        return _LocalModels(instance, load, limit)
+    return _RayModels(instance, load, limit, deployment)
+
+
+def _replica_deployment() -> str | None:
+    """The deployment of the Ray Serve replica this runs in, or None outside one."""
+    if "ray.serve" not in sys.modules:  # never imported: not a Ray Serve process
+        return None
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return str(serve.get_replica_context().deployment)
+    except RayServeException:
+        return None
 
 
 class _LocalModels:
