@@ -36,6 +36,9 @@ from ._errors import BentoRayError, InvalidArgument, NoModelId
 
 #: The request header naming the model, as Ray Serve's proxy reads it.
 MODEL_ID_HEADER = "serve_multiplexed_model_id"
+#: The request header carrying Ray Serve's session id: read, as Ray reads it, once per
+#: process (not on every call to a dependency).
+SESSION_ID_HEADER = os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id")
 #: Set on a loader made by ``multiplexed``: its ``max_models_per_replica``.
 MULTIPLEXED_MARK = "__bentoml_ray_multiplexed__"
 
@@ -94,11 +97,10 @@ def routing_signals() -> tuple[str, str]:
     The session id is the HTTP request's Ray Serve session header (the header Ray's
     ``RAY_SERVE_SESSION_ID_HEADER_KEY`` names); the request's headers are read once.
     """
-    session_header = os.environ.get("RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id")
     model = _model_id_before_headers()
     if model is not None:
-        return model, _from_request_headers(session_header)[0]
-    found_model, session = _from_request_headers(MODEL_ID_HEADER, session_header)
+        return model, _from_request_headers(SESSION_ID_HEADER)[0]
+    found_model, session = _from_request_headers(MODEL_ID_HEADER, SESSION_ID_HEADER)
     return found_model, session
 
 
