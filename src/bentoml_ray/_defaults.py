@@ -7,7 +7,7 @@ decides. A user's option always wins over these.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 #: ``max_ongoing_requests`` of every deployment: the API server or root service, which
 #: mostly awaits runners and dependencies, and runners and dependencies, which queue calls
@@ -58,6 +58,11 @@ SERVICE_BATCH_WAIT_S = 0.0
 #: replica's event loop: the hop to a worker thread costs about this much on a busy
 #: 2-core machine (``_runners.call_placement``).
 INLINE_BELOW_S = 0.001
+
+#: Where a runner's sync model calls run unless its ``placement`` option says: ``auto``,
+#: inline or in the worker thread by what recent calls cost (``_runners.call_placement``).
+#: BentoML always uses the thread (``thread``); ``inline`` suits a model known to be short.
+RUNNER_PLACEMENT: Final = "auto"
 
 #: The application's hub (``_hub``): one replica, since its state is in memory; no CPU of
 #: its own, since it only answers small calls; room for every replica's waiting poll; and

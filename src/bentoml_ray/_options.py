@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._defaults import MAX_RETRIES, MAX_RETRIES_LIMIT
+from ._defaults import MAX_RETRIES, MAX_RETRIES_LIMIT, RUNNER_PLACEMENT
 from ._errors import InvalidArgument, did_you_mean
 from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, newer_ray_hint
+from ._runners.call_placement import PLACEMENTS, Placement
 
 #: Options bentoml-ray takes for the API-server deployment on top of Ray's.
 API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
@@ -22,7 +23,7 @@ API_SERVER_OPTIONS: frozenset[str] = frozenset({"route_prefix"})
 CALLEE_OPTIONS: frozenset[str] = frozenset({"max_retries"})
 
 #: Options bentoml-ray takes for runners on top of ``CALLEE_OPTIONS``.
-RUNNER_OPTIONS: frozenset[str] = CALLEE_OPTIONS | {"embedded"}
+RUNNER_OPTIONS: frozenset[str] = CALLEE_OPTIONS | {"embedded", "placement"}
 
 
 def check_mapping(value: object, what: str) -> Mapping[str, Any]:
@@ -120,5 +121,19 @@ def check_embedded(value: object, declared: bool, what: str) -> bool:
             f"embedded of {what} must be true (run the model inside the API server's replica) "
             f"or false (a deployment of its own), not {value!r}; unset, as the Bento declares "
             f"(here: {str(declared).lower()})."
+        )
+    return value
+
+
+def check_placement(value: object, what: str) -> Placement:
+    """Where ``what``'s sync model calls run; unset, bentoml-ray's rule decides per call."""
+    if value is None:
+        return RUNNER_PLACEMENT
+    if value not in PLACEMENTS:
+        raise InvalidArgument(
+            f"placement of {what} must be 'inline' (every model call on the replica's event "
+            "loop: for a model known to be short), 'thread' (every call in the runner's "
+            "worker thread, as BentoML does) or 'auto' (by what recent calls cost), "
+            f"not {value!r}; unset, {RUNNER_PLACEMENT!r}."
         )
     return value

@@ -90,6 +90,17 @@ def test_embedded_runner_options(probe_bento: str) -> None:
     bentoml_ray.deployment(probe_bento, None, {"small_batches": {"embedded": True}})
 
 
+def test_runner_placement(probe_bento: str) -> None:
+    """``placement`` is for every runner, embedded or not; a wrong one names the three."""
+    message = _raises("placement of runner 'small_batches' must be 'inline'", probe_bento,
+                      None, {"small_batches": {"placement": "threads"}})  # fmt: skip
+    assert "'thread'" in message and "'auto'" in message and "unset, 'auto'" in message
+    bentoml_ray.deployment(probe_bento, None, {"large_batches": {"placement": "inline"}})
+    bentoml_ray.deployment(
+        probe_bento, None, {"small_batches": {"placement": "thread", "embedded": True}}
+    )
+
+
 def test_options_must_be_dicts(iris_bento: str) -> None:
     _raises("must be a dict", iris_bento, ["num_replicas", 2])
     _raises("runner_deployment_config must be a dict", iris_bento, None, "iris_clf")

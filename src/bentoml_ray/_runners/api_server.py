@@ -13,10 +13,14 @@ from .._ingress.request_metrics import request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
+from .call_placement import Placement
 from .http_app import error_body, is_api_route, service_app
 from .local_runner import LocalRunnerHandle
 from .runner_handle import RayRunnerHandle
 from .service import load_service
+
+#: An embedded runner's batching options (per method) and the placement of its calls.
+EmbeddedRunner = tuple[dict[str, dict[str, Any]], Placement]
 
 
 @replica_built_ingress
@@ -32,7 +36,7 @@ class APIServerDeployment:
         source: BentoSource,
         runners: dict[str, CallTarget],
         hub: CallTarget | None,
-        embedded: dict[str, dict[str, dict[str, Any]]],
+        embedded: dict[str, EmbeddedRunner],
         route_prefix: str,
     ) -> None:
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
@@ -40,7 +44,7 @@ class APIServerDeployment:
         self.route_prefix = route_prefix
         for runner in self.svc.runners:
             if runner.name in embedded:  # its model, and its batching, live in this replica
-                runner.init_client(LocalRunnerHandle, embedded[runner.name])
+                runner.init_client(LocalRunnerHandle, *embedded[runner.name])
             else:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 

@@ -33,9 +33,10 @@ from .._options import (
     check_embedded,
     check_mapping,
     check_max_retries,
+    check_placement,
     check_route_prefix,
 )
-from .api_server import APIServerDeployment
+from .api_server import APIServerDeployment, EmbeddedRunner
 from .runner_deployment import RunnerDeployment
 
 
@@ -90,11 +91,12 @@ def runner_layout(
 
     specs: list[DeploymentSpec] = []
     calls: dict[str, str] = {}  # runner -> its deployment's name
-    embedded: dict[str, dict[str, dict[str, Any]]] = {}
+    embedded: dict[str, EmbeddedRunner] = {}
     for runner in svc.runners:
         what = f"runner {runner.name!r}"
         given = runner_options.get(runner.name)
         options = check_deployment_options(given, what=what, extra=RUNNER_OPTIONS)
+        placement = check_placement(options.pop("placement", None), what)
         if check_embedded(options.pop("embedded", None), bool(runner.embedded), what):
             if options:
                 raise InvalidDeploymentConfig(
@@ -103,7 +105,7 @@ def runner_layout(
                     "cannot apply to it. Give these options to the API server "
                     "(service_deployment_config), or set embedded: false."
                 )
-            embedded[runner.name] = plan.options_for(runner.name)
+            embedded[runner.name] = (plan.options_for(runner.name), placement)
             continue
         max_retries = check_max_retries(options.pop("max_retries", None), what)
         options.setdefault(
@@ -119,7 +121,7 @@ def runner_layout(
                 what=what,
                 cls=RunnerDeployment,
                 options=options,
-                args=(runner.name, plan.options_for(runner.name)),
+                args=(runner.name, plan.options_for(runner.name), placement),
                 max_retries=max_retries,
                 configured=given,
             )

@@ -21,11 +21,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapp
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._bentoml_internals import LocalRunnerRef, Runner, RunnerHandle, RunnerMethod, runnable_of
+from .._defaults import RUNNER_PLACEMENT
 from .._replica.batch_gate import gated_batch
 from .._replica.batch_merge import Call, merge_calls, split_result
 from .._replica.loop_bridge import LoopBridge
 from .._replica.worker_threads import WorkerThreads
-from .call_placement import CallPlacement
+from .call_placement import CallPlacement, Placement, PlacementCounters
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -37,7 +38,13 @@ R = TypeVar("R")
 
 
 class LocalRunnerHandle(RunnerHandle):
-    def __init__(self, runner: Runner, batching: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        batching: Mapping[str, Mapping[str, Any]],
+        placement: Placement = RUNNER_PLACEMENT,
+    ) -> None:
+        self._name, self._placement = runner.name, placement
         self._local = LocalRunnerRef(runner)  # instantiates the runnable: loads the model
         self._runnable = runnable_of(self._local)
         # One model call at a time for async callers, as BentoML. An inline call never
@@ -82,7 +89,10 @@ class LocalRunnerHandle(RunnerHandle):
         known = self._methods.get(method.name)
         if known is None:
             bound = getattr(self._runnable, method.name)
-            placement = None if inspect.iscoroutinefunction(bound) else CallPlacement()
+            placement = None
+            if not inspect.iscoroutinefunction(bound):
+                counters = PlacementCounters.for_method(self._name, method.name)
+                placement = CallPlacement(self._placement, counters)
             known = self._methods[method.name] = (bound, placement)
         function: Callable[..., R] = known[0]
         placement = known[1]

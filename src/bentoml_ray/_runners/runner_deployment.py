@@ -14,6 +14,7 @@ from typing import Any
 from .._bento.source import BentoSource
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
+from .call_placement import Placement
 from .local_runner import LocalRunnerHandle
 from .service import load_service
 
@@ -26,12 +27,13 @@ class RunnerDeployment:
         hub: CallTarget | None,
         runner_name: str,
         batching: dict[str, dict[str, Any]],
+        placement: Placement,
     ) -> None:
         # The model's own metrics reach /metrics and Ray's (None: served outside Ray).
         self.hub = HubLink(hub) if hub is not None else None
         svc = load_service(source)
         self.runner = next(r for r in svc.runners if r.name == runner_name)
-        self.runner.init_client(LocalRunnerHandle, batching)
+        self.runner.init_client(LocalRunnerHandle, batching, placement)
 
     async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return await getattr(self.runner, method).async_run(*args, **kwargs)
