@@ -17,10 +17,11 @@ Targets, iris classifier (runner-based):
                       work, which ``bentoml serve`` does too: its request context, and the
                       joblib backend its sklearn runnable enters around each model call
                       (both replaced by no-ops): what bentoml-ray's layer itself adds
-  hand-written        a Starlette app doing what ``handwritten.iris_single`` does
+  hand-written        ``handwritten.iris_single``'s work as a plain deployment callable:
+                      a ``Request`` in, a ``Response`` out, as Ray's replica calls it
 Targets, review scorer (1.2+, ``score``), the ingress side of its two hops:
   bentoml-ray 1.2+    the root replica's app (BentoML's, as bentoml-ray runs it), batching off
-  hand-written scorer a Starlette app doing what ``handwritten.scorer``'s ingress does
+  hand-written scorer ``handwritten.scorer``'s ingress, a plain deployment callable too
 Both scorers call a stand-in for the preprocessor's handle that answers at once: what
 happens across the handle is Ray's and the preprocessor's work, the same for both.
 
@@ -89,10 +90,8 @@ class PreprocessorStandIn:
 
 def _app(target: str) -> ASGIApp:
     import bentoml
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
 
     if target == "hand-written":
         from handwritten import _iris_input
@@ -105,13 +104,12 @@ def _app(target: str) -> ASGIApp:
                 return rows
             return JSONResponse(model.predict(rows).tolist())
 
-        return Starlette(routes=[Route("/classify", classify, methods=["POST"])])
+        return _DeploymentCallable(classify)
 
     if target == "hand-written scorer":
         from handwritten import Scorer
 
-        scorer = Scorer.func_or_class(PreprocessorStandIn())
-        return Starlette(routes=[Route("/score", scorer.__call__, methods=["POST"])])
+        return _DeploymentCallable(Scorer.func_or_class(PreprocessorStandIn()).__call__)
 
     if target == "bentoml-ray 1.2+":
         from bentoml_ray._bento.source import resolve_target
@@ -129,17 +127,34 @@ def _app(target: str) -> ASGIApp:
     if target == "bentoml-ray own layer":
         _without_bentoml_request_work()
 
-    from bentoml_ray._runners import call_placement as _call_placement
     from bentoml_ray._runners.api_server import runner_ingress
     from bentoml_ray._runners.local_runner import LocalRunnerHandle
 
     # Valgrind runs code about 50 times slower: keep the model call inline, where it runs
     # at full speed, instead of letting its timing send it to the worker thread.
-    _call_placement.INLINE_BELOW_S = _call_placement.PROBE_WALL_LIMIT_S = 1e6
     svc = bentoml.load("iris_classifier:latest")
     for runner in svc.runners:
-        runner.init_client(LocalRunnerHandle, {})
+        runner.init_client(LocalRunnerHandle, {}, "inline")
     return runner_ingress(svc, "/")
+
+
+class _DeploymentCallable:
+    """What Ray's replica does with a hand-written deployment's ``__call__`` (no ASGI app,
+    no router): a ``Request`` of the scope in, the ``Response`` it returns sent."""
+
+    def __init__(self, handler: Callable[[Any], Awaitable[Any]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from starlette.requests import Request
+
+        if scope["type"] == "lifespan":  # nothing to start: answer the lifespan's messages
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
 
 
 def _without_bentoml_request_work() -> None:
@@ -256,7 +271,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bentoml-ray-instructions-") as tmp:
         work = pathlib.Path(tmp)
-        env = {**os.environ, "BENTOML_HOME": str(work / "home"), "PYTHONPATH": str(HERE)}
+        # The caller's PYTHONPATH kept after ours: another checkout's src/ can be measured.
+        path = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = {**os.environ, "BENTOML_HOME": str(work / "home"), "PYTHONPATH": path}
         build_bentos(env, ["iris", "composed"])
         counts = {target: count_instructions(target, args.requests, env, work)
                   for target in TARGETS}  # fmt: skip

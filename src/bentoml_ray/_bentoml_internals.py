@@ -39,6 +39,7 @@ def _moved(exc: ImportError) -> ImportError:
 
 
 try:
+    from _bentoml_impl.serde import ALL_SERDE as SERDES
     from _bentoml_impl.tasks import Sqlite3Store
     from _bentoml_impl.tasks.result import (
         CompletedResultRow,
@@ -48,8 +49,14 @@ try:
     )
     from _bentoml_impl.tasks.serde import JSONSerde
     from _bentoml_sdk import Service as NewService
+    from _bentoml_sdk.io_models import ARGS, KWARGS, IORootModel, IterableResponse, is_file_type
     from _bentoml_sdk.service.dependency import Dependency
-    from bentoml._internal.context import _request_var
+    from bentoml._internal.context import (
+        ServiceContext,
+        _request_var,
+        _response_var,
+        request_tempdir_pool,
+    )
     from bentoml._internal.io_descriptors.file import File
     from bentoml._internal.io_descriptors.image import Image
     from bentoml._internal.io_descriptors.json import JSON
@@ -209,6 +216,40 @@ def current_request() -> Any | None:
     return _request_var.get(None)
 
 
+#: A request context entered by ``enter_request``: the tokens that ``leave_request`` resets,
+#: and the request's response context (``bentoml.Context.response``).
+RequestTokens = tuple[Any, Any, Any]
+
+
+def enter_request(request: Any) -> RequestTokens:
+    """BentoML's request context for ``request``, entered in its lean form.
+
+    The same context variables as ``ServiceContext.in_request`` (the request, with its
+    ``metadata``, and a fresh response context), so ``bentoml.Context`` and code that reads
+    the current request see what they see under ``bentoml serve``; not the request and
+    trace IDs in the scope, which only BentoML's tracing and access log read, and which
+    cost an OpenTelemetry lookup per request.
+    """
+    request.metadata = request.headers
+    response = ServiceContext.ResponseContext()
+    return _request_var.set(request), _response_var.set(response), response
+
+
+def leave_request(tokens: RequestTokens, scope: Any) -> None:
+    """Leave a context ``enter_request`` entered; a temporary directory made in it goes back
+    to BentoML's pool, as ``in_request`` does."""
+    state = scope.get("state")
+    if state and "temp_dir" in state:
+        request_tempdir_pool.release(state["temp_dir"])
+    _request_var.reset(tokens[0])
+    _response_var.reset(tokens[1])
+
+
+def log_exception(request: Any) -> None:
+    """Log the exception being handled, as BentoML's endpoint logs an API's error."""
+    _bentoml_http_app.log_exception(request)
+
+
 def deployment_hooks(service: NewService[Any]) -> list[Callable[[], Any]]:
     """A 1.2+ service's ``@bentoml.on_deployment`` functions, which take no argument."""
     hooks = []
@@ -238,8 +279,11 @@ def json_model(descriptor: JSON) -> type[Any] | None:
 
 
 __all__ = [
+    "ARGS",
     "INDEX_HTML",
     "JSON",
+    "KWARGS",
+    "SERDES",
     "STATIC_CONTENT_DIR",
     "AccessLogMiddleware",
     "AutoContainer",
@@ -247,8 +291,10 @@ __all__ = [
     "ContextMiddleware",
     "Dependency",
     "File",
+    "IORootModel",
     "Image",
     "InferenceAPI",
+    "IterableResponse",
     "JSONSerde",
     "LegacyService",
     "LocalRunnerRef",
@@ -256,6 +302,7 @@ __all__ = [
     "NewService",
     "NumpyNdarray",
     "PandasDataFrame",
+    "RequestTokens",
     "ResultRow",
     "ResultStatus",
     "ResultStore",
@@ -272,9 +319,13 @@ __all__ = [
     "cors_options",
     "current_request",
     "deployment_hooks",
+    "enter_request",
     "get_original_func",
     "is_async_callable",
+    "is_file_type",
     "json_model",
+    "leave_request",
+    "log_exception",
     "numpy_dtype",
     "numpy_shape",
     "prepare_task_store",

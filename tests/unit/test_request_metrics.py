@@ -11,7 +11,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from bentoml_ray._ingress.request_metrics import RequestMetrics, RequestMetricsSpec
+from bentoml_ray._ingress.frame import IngressFrame
+from bentoml_ray._ingress.request_metrics import RequestMetricsSpec
 
 BUCKETS = (0.005, 0.01, 0.1, 1.0, float("inf"))
 
@@ -27,7 +28,8 @@ def _app(runner_name: str | None) -> Starlette:
     spec = RequestMetricsSpec(
         f"test_{runner_name or 'legacy'}", "bento", "v1", runner_name, BUCKETS
     )
-    return RequestMetrics(inner, spec, "/metrics")  # type: ignore[return-value]
+    # The ingress's frame keeping only the metrics (no timeout).
+    return IngressFrame(inner, None, spec, "/metrics")  # type: ignore[return-value]
 
 
 def _families(namespace: str) -> dict[str, Any]:

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from bentoml_ray._ingress.timeout import GRANULARITY_S, RequestTimeout
+from bentoml_ray._ingress.frame import IngressFrame
+from bentoml_ray._ingress.timeout import GRANULARITY_S
+
+
+def _timed(app: Any, timeout: float) -> IngressFrame:
+    """The ingress's frame keeping only the timeout (no request metrics)."""
+    return IngressFrame(app, timeout=timeout, metrics=None, metrics_path="/metrics")
+
 
 TIMEOUT = 0.3
 
@@ -55,9 +62,9 @@ def test_a_request_past_its_timeout_gets_504_and_its_work_is_cancelled() -> None
     async def scenario() -> None:
         stuck = Sleeper(30)
         fast = Sleeper(0)
-        timeout = RequestTimeout(stuck, TIMEOUT)
+        timeout = _timed(stuck, TIMEOUT)
         (sent, elapsed), (fast_sent, _) = await asyncio.gather(
-            _request(timeout), _request(RequestTimeout(fast, TIMEOUT))
+            _request(timeout), _request(_timed(fast, TIMEOUT))
         )
         assert sent[0]["status"] == 504 and b"in 0.3 seconds" in sent[1]["body"]
         assert stuck.cancelled
@@ -66,8 +73,10 @@ def test_a_request_past_its_timeout_gets_504_and_its_work_is_cancelled() -> None
         # The app serves on; a later request has its own deadline.
         stuck.seconds = 0
         sent, _ = await _request(timeout)
-        assert sent[0]["status"] == 200 and not timeout._timed_out
-        assert not any(tasks for due in timeout._waiting.values() for tasks in due.values())
+        deadlines = timeout.deadlines
+        assert deadlines is not None
+        assert sent[0]["status"] == 200 and not deadlines.timed_out
+        assert not any(tasks for due in deadlines._waiting.values() for tasks in due.values())
 
     asyncio.run(scenario())
 
@@ -75,7 +84,7 @@ def test_a_request_past_its_timeout_gets_504_and_its_work_is_cancelled() -> None
 def test_an_answer_under_way_is_not_cut_off() -> None:
     async def scenario() -> None:
         slow_body = Sleeper(TIMEOUT + GRANULARITY_S + 0.2, answer_first=True)
-        sent, _ = await _request(RequestTimeout(slow_body, TIMEOUT))
+        sent, _ = await _request(_timed(slow_body, TIMEOUT))
         assert [m.get("status") for m in sent] == [200, None] and sent[1]["body"] == b"done"
 
     asyncio.run(scenario())
@@ -84,7 +93,7 @@ def test_an_answer_under_way_is_not_cut_off() -> None:
 def test_a_client_that_leaves_cancels_the_work_and_gets_no_504() -> None:
     async def scenario() -> None:
         stuck = Sleeper(30)
-        call = asyncio.ensure_future(_request(RequestTimeout(stuck, 60)))
+        call = asyncio.ensure_future(_request(_timed(stuck, 60)))
         await asyncio.sleep(0.05)
         call.cancel()
         try:
@@ -113,7 +122,7 @@ def test_an_answer_begun_after_the_timeout_gives_way_to_the_504() -> None:
     async def scenario() -> None:
         task = asyncio.current_task()
         assert task is not None
-        sent, _ = await _request(RequestTimeout(Converter(30), TIMEOUT))
+        sent, _ = await _request(_timed(Converter(30), TIMEOUT))
         assert [m.get("status") for m in sent] == [504, None]
         if sys.version_info >= (3, 11):  # Python 3.10's tasks count no cancels
             assert task.cancelling() == 0  # the timeout's cancel was taken back
@@ -128,11 +137,12 @@ def test_an_answer_begun_after_the_timeout_gives_way_to_the_504() -> None:
 )
 def test_a_client_leaving_as_the_timeout_fires_still_ends_the_task() -> None:
     async def scenario() -> None:
-        timeout = RequestTimeout(Sleeper(30), TIMEOUT)
+        timeout = _timed(Sleeper(30), TIMEOUT)
         call = asyncio.ensure_future(_request(timeout))
         await asyncio.sleep(0)  # the request starts, and waits for its deadline
         loop = asyncio.get_running_loop()
-        (deadline,) = timeout._waiting[loop]
+        assert timeout.deadlines is not None
+        (deadline,) = timeout.deadlines._waiting[loop]
         # The client leaves in the same turn of the loop as the timer fires: both cancels
         # reach the task before it runs again.
         loop.call_at(deadline, call.cancel)

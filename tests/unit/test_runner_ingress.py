@@ -21,9 +21,9 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.testclient import TestClient
 
 from bentoml_ray._ingress.body_limit import LimitRequestBody
+from bentoml_ray._ingress.frame import IngressFrame
 from bentoml_ray._ingress.gate import PublicGate
-from bentoml_ray._ingress.request_metrics import RequestMetrics
-from bentoml_ray._ingress.timeout import RequestTimeout
+from bentoml_ray._ingress.guard import read_head
 from bentoml_ray._runners import api_server
 from bentoml_ray._runners.api_server import runner_ingress
 
@@ -81,13 +81,13 @@ def _service(*, with_middleware: bool = False) -> Any:
 
 def _gate(app: Starlette) -> PublicGate:
     """The ingress's PublicGate, as its middleware stack builds it."""
-    # Counted, then timed, then gated.
-    assert [m.cls for m in app.user_middleware] == [RequestMetrics, RequestTimeout, PublicGate]
-    return PublicGate(app.router, **app.user_middleware[2].kwargs)
+    # Counted and timed in one frame, then gated.
+    assert [m.cls for m in app.user_middleware] == [IngressFrame, PublicGate]
+    return PublicGate(app.router, **app.user_middleware[1].kwargs)
 
 
 def _goes_direct(gate: PublicGate, scope: dict[str, Any]) -> bool:
-    return gate.direct_route(scope) is not None
+    return gate.direct_route(scope, read_head(scope)) is not None
 
 
 @pytest.fixture(scope="module")

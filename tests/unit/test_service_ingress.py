@@ -29,11 +29,10 @@ from bentoml_ray._bentoml_internals import (
     service_instance,
 )
 from bentoml_ray._ingress.body_limit import LimitRequestBody
+from bentoml_ray._ingress.frame import IngressFrame
 from bentoml_ray._ingress.gate import PublicGate
 from bentoml_ray._ingress.media_types import RefuseInternalMediaTypes
 from bentoml_ray._ingress.metrics import ReplicaMetrics
-from bentoml_ray._ingress.request_metrics import RequestMetrics
-from bentoml_ray._ingress.timeout import RequestTimeout
 from bentoml_ray._services import app_factory
 from bentoml_ray._services.app_factory import RayServiceAppFactory
 from bentoml_ray._services.deployments import service_ingress
@@ -182,7 +181,7 @@ def test_a_services_own_middlewares_stay_whatever_their_class() -> None:
     # They must see every API request, so none skips the router.
     assert not factory.only_request_context
     app = _ingress(factory)
-    assert PublicGate(app.router, **app.user_middleware[2].kwargs).direct == {}
+    assert PublicGate(app.router, **app.user_middleware[1].kwargs).direct == {}
     with TestClient(app) as client:
         assert client.post("/echo", json={"text": "hi"}).text == "hi"
 
@@ -219,9 +218,10 @@ def test_the_public_app_is_starlette_with_the_guards_in_front(
     monkeypatch.setenv("BENTOML_RAY_MAX_REQUEST_BODY_SIZE", "64")
     app = _ingress(_factory(), prefix)
     assert isinstance(app, Starlette)
-    # Outermost first: the timeout, the gate with its guards, then BentoML's own app.
-    assert [m.cls for m in app.user_middleware] == [RequestMetrics, RequestTimeout, PublicGate]
-    gate = PublicGate(app.router, **app.user_middleware[2].kwargs)
+    # Outermost first: metrics and timeout in one frame, the gate with its guards, then
+    # BentoML's own app.
+    assert [m.cls for m in app.user_middleware] == [IngressFrame, PublicGate]
+    gate = PublicGate(app.router, **app.user_middleware[1].kwargs)
     assert [type(guard) for guard in gate.guards] == [
         RefuseInternalMediaTypes, LimitRequestBody, ReplicaMetrics
     ]  # fmt: skip

@@ -2,8 +2,9 @@
 
 Outermost first, every request meets:
 
-0. ``RequestMetrics``: BentoML's request metrics, unless the service turns them off;
-1. ``RequestTimeout``: the service's traffic timeout, BentoML's 504 when it passes;
+1. ``IngressFrame``, one frame for three jobs: BentoML's request metrics (unless the
+   service turns them off), the service's traffic timeout (BentoML's 504 when it passes)
+   and the plain 500 for an error nothing answered;
 2. ``PublicGate``: the guards, in this order (no pickle from clients, the body size cap,
    ``/metrics``), then, for an API request that no guard acts on, its endpoint directly
    when the service has no middleware of its own (the service's per-request context
@@ -24,21 +25,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from .._replica.hub_link import HubLink
 from .body_limit import LimitRequestBody, max_body_size
+from .frame import IngressFrame, PublicApp
 from .gate import PublicGate, RequestContext, direct_routes, routes_direct_first
 from .guard import ErrorBody, Guard
 from .lifespan import asgi_lifespan
 from .media_types import RefuseInternalMediaTypes
 from .metrics import ReplicaMetrics
-from .request_metrics import RequestMetrics, RequestMetricsSpec
-from .timeout import RequestTimeout
+from .request_metrics import RequestMetricsSpec
 
 
 def public_ingress(
@@ -50,6 +51,7 @@ def public_ingress(
     is_api: Callable[[BaseRoute], bool],
     direct: bool,
     request_context: RequestContext | None = None,
+    endpoint_for: Callable[[Route], ASGIApp | None] | None = None,
     metrics: RequestMetricsSpec | None = None,
     hub: HubLink | None = None,
 ) -> Starlette:
@@ -59,7 +61,8 @@ def public_ingress(
     whether they may skip ``service_app`` (only when nothing in it must see every API
     request: no middleware of the service's own). Before it first runs, ``service_app``'s
     unambiguous API routes are moved to the front of its routes (``routes_direct_first``),
-    where Ray Serve finds each request's route name sooner. ``metrics`` names BentoML's
+    where Ray Serve finds each request's route name sooner. ``endpoint_for`` gives a direct
+    route's planned endpoint (a 1.2+ API's), if it has one. ``metrics`` names BentoML's
     request metrics (None: not kept); ``hub`` is the replica's link to the application's
     hub, through which ``/metrics`` answers for every replica (None: for this one).
     """
@@ -87,13 +90,13 @@ def public_ingress(
         prefix=prefix,
         direct=unambiguous if direct else {},
         request_context=request_context,
+        endpoint_for=endpoint_for,
     )
-    middleware = [Middleware(RequestTimeout, timeout=timeout), gate]
-    if metrics is not None:
-        counted: Any = Middleware(RequestMetrics, spec=metrics, metrics_path=f"{prefix}/metrics")
-        middleware.insert(0, counted)
-    return Starlette(
+    frame = Middleware(
+        IngressFrame, timeout=timeout, metrics=metrics, metrics_path=f"{prefix}/metrics"
+    )
+    return PublicApp(
         routes=[Mount(prefix, app=service_app)],
-        middleware=middleware,
+        middleware=[frame, gate],
         lifespan=lifespan,
     )

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._defaults import MAX_BODY_SIZE, MAX_BODY_SIZE_ENV
-from .guard import ErrorBody
+from .guard import ErrorBody, RequestHead, read_head
 
 
 def max_body_size() -> int | None:
@@ -42,26 +42,6 @@ def max_body_size() -> int | None:
     return value or None
 
 
-def declared_length(scope: Scope) -> int | None:
-    """The body length a request declares, if it declares exactly one and frames by it.
-
-    None for a body sent in chunks (``Transfer-Encoding``, whatever length it also
-    declares), two ``Content-Length`` headers, or one that is not a number.
-    """
-    declared: int | None = None
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if declared is not None:
-                return None
-            try:
-                declared = int(value)
-            except ValueError:
-                return None
-        elif name == b"transfer-encoding":
-            return None
-    return declared
-
-
 class LimitRequestBody:
     """Guard: 413 for a request body larger than ``limit`` bytes.
 
@@ -74,10 +54,10 @@ class LimitRequestBody:
         self.limit = limit
         self.error_body = error_body
 
-    def acts_on(self, scope: Scope) -> bool:
+    def acts_on(self, scope: Scope, head: RequestHead) -> bool:
         if self.limit is None:
             return False
-        declared = declared_length(scope)
+        declared = head.declared_length
         return declared is None or declared > self.limit
 
     def _too_large(self) -> JSONResponse:
@@ -90,7 +70,7 @@ class LimitRequestBody:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         limit = self.limit
         assert limit is not None  # acts_on is False without a limit
-        declared = declared_length(scope)
+        declared = read_head(scope).declared_length
         if declared is not None and declared > limit:
             await self._too_large()(scope, receive, send)
             return

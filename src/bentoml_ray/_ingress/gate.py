@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .guard import Guard, route_path
+from .guard import Guard, RequestHead, read_head, route_path
 
 #: Enters a service's per-request context around its endpoint (BentoML 1.2+'s).
 RequestContext = Callable[[Request], AbstractContextManager[Any]]
@@ -33,7 +33,9 @@ class PublicGate:
     ``service`` is the service's own app, mounted at ``prefix`` (empty at ``/``) behind
     ``app``; ``direct`` maps full paths (the prefix included) to the API routes that may
     skip it. ``request_context``, if given, is entered around a direct endpoint and its
-    response, as the service's own context middleware would have been.
+    response, as the service's own context middleware would have been. ``endpoint_for``
+    gives a route's planned endpoint, if it has one, which a direct request then goes to
+    instead.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class PublicGate:
         prefix: str,
         direct: Mapping[str, Route],
         request_context: RequestContext | None = None,
+        endpoint_for: Callable[[Route], ASGIApp | None] | None = None,
     ) -> None:
         self.app = app
         self.guards = list(guards)
@@ -51,14 +54,23 @@ class PublicGate:
         self.prefix = prefix
         self.direct = dict(direct)
         self.request_context = request_context
+        # By the route's id (Starlette's routes are not hashable): an endpoint planned for
+        # the route (``_services.endpoint``), which enters its own request context.
+        self.endpoints: dict[int, ASGIApp] = {}
+        if endpoint_for is not None:
+            for route in self.direct.values():
+                endpoint = endpoint_for(route)
+                if endpoint is not None:
+                    self.endpoints[id(route)] = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = self.direct_route(scope)
+        head = read_head(scope)
+        route = self.direct_route(scope, head)
         if route is None:
-            acting = [guard for guard in self.guards if guard.acts_on(scope)]
+            acting = [guard for guard in self.guards if guard.acts_on(scope, head)]
             if acting:
                 await self._through(acting, scope, receive, send)
             else:
@@ -73,6 +85,10 @@ class PublicGate:
         scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = dict(scope.get("path_params", {}))
+        endpoint = self.endpoints.get(id(route))
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
+            return
         # The context's request and the endpoint's are two objects, as in the full app: a
         # body the endpoint reads is not cached for ``ctx.request`` there either.
         context = (
@@ -84,13 +100,13 @@ class PublicGate:
             response = await route.endpoint(Request(scope, receive, send))
             await response(scope, receive, send)
 
-    def direct_route(self, scope: Scope) -> Route | None:
+    def direct_route(self, scope: Scope, head: RequestHead) -> Route | None:
         """The API route an HTTP request goes straight to: its path's and method's, if no
         guard acts on the request."""
         route = self.direct.get(route_path(scope))
         if route is None or scope["method"] not in (route.methods or ()):
             return None
-        if any(guard.acts_on(scope) for guard in self.guards):
+        if any(guard.acts_on(scope, head) for guard in self.guards):
             return None
         return route
 

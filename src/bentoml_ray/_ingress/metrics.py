@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._replica.hub_link import HubLink
-from .guard import route_path
+from .guard import RequestHead, route_path
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -40,7 +40,7 @@ class ReplicaMetrics:
         self.path = path
         self.hub = hub
 
-    def acts_on(self, scope: Scope) -> bool:
+    def acts_on(self, scope: Scope, head: RequestHead) -> bool:
         return scope["method"] in ("GET", "HEAD") and route_path(scope) == self.path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:

@@ -4,8 +4,9 @@
 ``<namespace>_request_total``, ``_request_duration_seconds`` and ``_request_in_progress``
 (and ``_last_request_timestamp_seconds``), labelled with the path, the Bento's name and
 version, the answer's status and, for a 1.2+ service, the service's name (``runner_name``).
-Dashboards query them by those names. The ingress keeps the same metrics in the replica's
-registry, from which ``/metrics`` and Ray's metrics pipeline read them.
+Dashboards query them by those names. The ingress (``IngressFrame``) keeps the same
+metrics in the replica's registry, from which ``/metrics`` and Ray's metrics pipeline read
+them.
 
 BentoML's middleware updates four ``prometheus_client`` series per request, each behind a
 lock, after looking each up by its labels: about 10 us a request here. A replica's
@@ -29,10 +30,8 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._bentoml_internals import request_metrics_config
-from .guard import route_path
 
 
 @dataclass(frozen=True)
@@ -140,45 +139,6 @@ def request_counts(spec: RequestMetricsSpec) -> RequestCounts:
         _collectors[key] = RequestCounts(spec)
         prometheus_client.REGISTRY.register(_collectors[key])
     return _collectors[key]
-
-
-class RequestMetrics:
-    """ASGI middleware: counts, times and tracks every HTTP request but ``metrics_path``'s."""
-
-    def __init__(self, app: ASGIApp, spec: RequestMetricsSpec, metrics_path: str) -> None:
-        self.app = app
-        self.metrics_path = metrics_path
-        self._skip = tuple(spec.skip_paths)
-        self._counts = request_counts(spec)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = route_path(scope) or "/"  # the path in the application, as ``bentoml serve``
-        if path == self.metrics_path:
-            await self.app(scope, receive, send)
-            return
-        counts = self._counts
-        if not path.startswith(self._skip):
-            counts.last_request = time.time()
-        start = time.perf_counter()
-        status = 0
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                counts.answer(path, status, time.perf_counter() - start)
-            await send(message)
-
-        in_flight = counts.in_flight
-        in_flight[path] = in_flight.get(path, 0) + 1
-        try:
-            await self.app(scope, receive, send_counted)
-        finally:
-            in_flight[path] -= 1
 
 
 def request_metrics_spec(

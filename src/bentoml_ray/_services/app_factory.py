@@ -44,6 +44,7 @@ from .._bentoml_internals import (
 from .._replica.batch_gate import gated_batch
 from .._replica.batch_merge import merge_values
 from .._replica.worker_threads import WorkerThreads
+from .endpoint import CompiledEndpoint
 from .task_store import HubResultStore
 
 if TYPE_CHECKING:
@@ -176,6 +177,13 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         return (
             isinstance(endpoint, functools.partial) and endpoint.func == self.api_endpoint_wrapper
         )
+
+    def planned_endpoint(self, route: Any) -> CompiledEndpoint | None:
+        """The endpoint planned for an API route of the app (``endpoint``), or None where
+        BentoML's own endpoint serves it."""
+        if not self.is_api_route(route):
+            return None
+        return CompiledEndpoint.plan(self, route.endpoint.args[0])
 
     def _add_response_headers(self, resp: Response) -> None:
         # BentoML looks its settings up on every response (8 % of a request's work here).

@@ -108,6 +108,7 @@ def service_ingress(
         is_api=factory.is_api_route,
         direct=factory.only_request_context,
         request_context=service.context.in_request,
+        endpoint_for=factory.planned_endpoint,
         metrics=service_metrics_spec(service),
         hub=hub,
     )
