@@ -125,6 +125,7 @@ class VectorBatched:
     def __init__(self) -> None:
         rng = np.random.default_rng(0)
         self.weights = rng.standard_normal((16, 16)).astype(np.float32)
+        self.batches = self.calls = 0  # a GET answers them: run.py prints batch sizes
 
     def _embed(self, vectors: np.ndarray) -> np.ndarray:
         time.sleep(0.02)  # the workload's fixed cost per call, as in its service.py
@@ -132,10 +133,13 @@ class VectorBatched:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.1)
     async def embed(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        self.batches, self.calls = self.batches + 1, self.calls + len(batch)
         rows = await asyncio.to_thread(self._embed, np.concatenate(batch))
         return np.split(rows, np.cumsum([len(part) for part in batch])[:-1])
 
     async def __call__(self, request: Request) -> Any:
+        if request.method == "GET":
+            return JSONResponse({"batches": self.batches, "calls": self.calls})
         try:
             vectors = np.asarray(Vectors.model_validate_json(await request.body()).vectors)
         except pydantic.ValidationError as exc:

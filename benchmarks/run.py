@@ -704,6 +704,13 @@ def measure(
                 print(f"[{mode}] {workload.name} c={connections} r{round_ + 1} "
                       f"{label}: {result}", flush=True)  # fmt: skip
     for target in workload.targets:
+        if target.on_ray:
+            prefix_url = base + apps[target.app_key()]["route_prefix"]
+            handwritten = str(target.factory).startswith("handwritten:")
+            seen = internals(prefix_url, urls[target.label], handwritten)
+            if seen:
+                results.setdefault("internals", {})[f"{mode}/{workload.name}/{target.label}"] = seen
+                print(f"[{mode}] {workload.name} {target.label}: {seen}", flush=True)
         processes = (
             replica_processes(apps[target.app_key()]["name"])
             if target.on_ray
@@ -716,6 +723,35 @@ def measure(
             if target.on_ray
             else results["cold_start_s"].get(f"bentoml serve/{target.bento}")
         )
+
+
+def internals(prefix_url: str, url: str, handwritten: bool) -> dict[str, Any]:
+    """How an application's batches formed and where its runners' model calls ran, over
+    everything sent to it (warm-up included): bentoml-ray's from its ``/metrics``, the
+    hand-written batched deployment's from its own counts (a GET to its URL)."""
+    seen: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        if handwritten:
+            counts = json.loads(urllib.request.urlopen(url, timeout=30).read())
+            if isinstance(counts, dict) and counts.get("batches"):
+                seen["mean batch"] = round(counts["calls"] / counts["batches"], 1)
+            return seen
+        text = urllib.request.urlopen(f"{prefix_url}/metrics", timeout=30).read().decode()
+        sums: dict[str, dict[str, float]] = {}
+        for line in text.splitlines():
+            match = re.match(r"(bentoml_ray_\w+)\{([^}]*)\} (\S+)$", line)
+            if match is None:
+                continue
+            name, value = match[1], float(match[3])
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
+            if name in ("bentoml_ray_batch_size_sum", "bentoml_ray_batch_size_count"):
+                sums.setdefault(labels["function"], {})[name.rsplit("_", 1)[1]] = value
+            elif name == "bentoml_ray_runner_calls_total":
+                seen[f"{labels['runner']}.{labels['method']} {labels['placement']}"] = int(value)
+        for function, pair in sums.items():
+            if pair.get("count"):
+                seen[f"{function} mean batch"] = round(pair["sum"] / pair["count"], 1)
+    return seen
 
 
 def summarise(results: dict[str, Any], chosen: dict[str, Workload]) -> str:
@@ -793,6 +829,11 @@ def summarise(results: dict[str, Any], chosen: dict[str, Workload]) -> str:
                 f"| {mode} | {workload} | {top} / {bottom} | {conns} | {value:.2f} "
                 f"| {paired:.2f} | {'-' if goal is None else f'>= {goal:g}'} |"
             )
+    if results.get("internals"):
+        lines += ["", "Batch sizes (calls per batch) and runner calls by placement, all runs:", ""]
+        lines += ["| target | seen |", "| --- | --- |"]
+        for key, seen in results["internals"].items():
+            lines.append(f"| {key} | {', '.join(f'{k}: {v}' for k, v in seen.items())} |")
     return "\n".join(lines)
 
 

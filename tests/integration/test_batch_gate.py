@@ -52,7 +52,7 @@ class GateProbe:
                 await release.wait()
             return calls
 
-        batcher = gated_batch(options, model) if gated else serve.batch(**options)(model)
+        batcher = gated_batch(options, model, "probe") if gated else serve.batch(**options)(model)
         first = asyncio.ensure_future(batcher(0))
         await asyncio.wait_for(running.wait(), timeout=30)
         later = []

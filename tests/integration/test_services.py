@@ -69,6 +69,9 @@ def test_batchable_api_forms_batches_under_concurrency(scorer_url: str) -> None:
         assert set(pool.map(score, range(96))) == {200}
     stats = httpx.post(f"{scorer_url}/stats", json={}, timeout=30).json()
     assert 1 < stats["largest_batch"] <= 32, stats
+    # The sizes reach /metrics, for benchmarks and dashboards to see how batches formed.
+    metrics = httpx.get(f"{scorer_url}/metrics", timeout=30).text
+    assert 'function="ReviewScorer.score"' in metrics, metrics
 
 
 @pytest.mark.compat

@@ -7,6 +7,7 @@ its ingress in process, without Ray: ``unit/test_iris_http.py``.
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ def test_classify(iris_url: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == [2, 0]
+    # Where the runner's model calls ran (inline or in its thread) reaches /metrics.
+    metrics = httpx.get(f"{iris_url}/metrics", timeout=30).text
+    assert re.search(r'bentoml_ray_runner_calls_total\{[^}]*method="predict"', metrics), metrics
 
 
 @pytest.mark.compat

@@ -43,16 +43,22 @@ class BatchGate:
 
 
 def gated_batch(
-    options: dict[str, Any], run_batch: Callable[[list[CallT]], Awaitable[list[Any]]]
+    options: dict[str, Any],
+    run_batch: Callable[[list[CallT]], Awaitable[list[Any]]],
+    name: str,
 ) -> Callable[[CallT], Awaitable[Any]]:
     """``serve.batch(**options)`` over ``run_batch``, behind a ``BatchGate`` when it helps.
 
     A batch never mixes model ids: ``run_batch`` sees the calls of one model at a time,
     with ``model_id()`` returning theirs (Ray groups batches by model id only from 2.54).
+    The calls each batch joins are counted in ``bentoml_ray_batch_size{function=name}``.
     """
     from ray import serve  # here: a process that batches nothing (Ray Data's) never pays for it
 
+    sizes = _batch_sizes().labels(name)
+
     async def run_by_model(calls: list[tuple[str, CallT]]) -> list[Any]:
+        sizes.observe(len(calls))
         return await by_model(calls, run_batch)
 
     if options.get("max_concurrent_batches", 1) != 1:
@@ -94,3 +100,22 @@ async def by_model(
         for index, answer in zip(indexes, answers, strict=True):
             results[index] = answer
     return results
+
+
+_BATCH_SIZES: Any = None
+
+
+def _batch_sizes() -> Any:
+    """The replica's histogram of batch sizes (calls per batch), made on first use: it
+    reaches ``/metrics`` and Ray's metrics, so a benchmark sees how batches formed."""
+    global _BATCH_SIZES
+    if _BATCH_SIZES is None:
+        import prometheus_client as prom
+
+        _BATCH_SIZES = prom.Histogram(
+            "bentoml_ray_batch_size",
+            "Calls joined in one batch of a batchable runner method or API.",
+            ["function"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+    return _BATCH_SIZES

@@ -60,7 +60,9 @@ class LocalRunnerHandle(RunnerHandle):
         # and where its calls run; no placement for an async method: BentoML runs those.
         self._methods: dict[str, tuple[Callable[..., Any], CallPlacement | None]] = {}
         self._batched: dict[str, Callable[[Call], Awaitable[Any]]] = {
-            name: gated_batch(dict(options), self._batch_function(getattr(runner, name)))
+            name: gated_batch(
+                dict(options), self._batch_function(getattr(runner, name)), f"{runner.name}.{name}"
+            )
             for name, options in batching.items()
         }
         # Sync callers of a batched method join the batches on the replica's loop.

@@ -79,7 +79,7 @@ class RayServiceAppFactory(ServiceAppFactory):  # type: ignore[misc]
         # What BentoML's anyio limiter allows: ``threads`` sync calls at a time (default 1).
         self._threads = WorkerThreads(int(service.config.get("threads") or 1), service.name)
         self.batched: dict[str, Callable[[BatchCall], Awaitable[Any]]] = {
-            name: gated_batch(options, self._batch_function(name))
+            name: gated_batch(options, self._batch_function(name), f"{service.name}.{name}")
             for name, options in batching.items()
         }
 
