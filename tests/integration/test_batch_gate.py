@@ -23,8 +23,8 @@ from bentoml_ray._ray_compat import RAY_BATCH_OPTIONS
 from bentoml_ray._replica.batch_gate import gated_batch
 
 #: What Ray's serve.batch does differs between releases (max_concurrent_batches: 2.48+):
-#: every leg of the compatibility suite runs this file.
-pytestmark = pytest.mark.compat
+#: every Ray leg of the compatibility suite runs this file (BentoML plays no part in it).
+pytestmark = [pytest.mark.compat, pytest.mark.ray_behaviour]
 
 # The probe is defined here, so replicas get it by value rather than importing this file.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

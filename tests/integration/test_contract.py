@@ -64,6 +64,7 @@ print(json.dumps({"status": str(app.status.value), "replicas": {
 """
 
 
+@pytest.mark.ray_behaviour  # Ray's CLI and cluster; loading the Bento is checked elsewhere
 def test_example_2_through_serve_run_on_a_ray_start_cluster(
     ray_cluster: RayCluster, iris_bento: str
 ) -> None:

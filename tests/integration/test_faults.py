@@ -112,6 +112,7 @@ def _after(load: Load, count: int) -> Callable[[], bool]:
 
 
 @pytest.mark.compat
+@pytest.mark.ray_behaviour  # a dead actor, and our retries of its calls
 def test_killing_a_runner_replica_loses_no_request(serve_url: str, runner_app: str) -> None:
     url, runner = f"{serve_url}/{runner_app}/work", "fault_runner.runner.slow"
     with Load(url, {"x": 7}, CONNECTIONS, check=_is_work) as load:

@@ -99,8 +99,17 @@ class Endpoints:
 
     @bentoml.api
     async def acount(self, upto: int) -> AsyncGenerator[str, None]:
+        if upto < 0:
+            raise InvalidArgument("upto must be >= 0")  # before the first chunk: the answer
         for number in range(upto):
+            if number == 2 and upto > 5:
+                raise ValueError("mid-stream")  # after it: the stream ends, logged
             yield f"{number};"
+
+    @bentoml.api
+    def points(self, upto: int) -> Generator[Point, None, None]:
+        for number in range(upto):
+            yield Point(x=number)
 
     @bentoml.api
     def size_of(self, file: pathlib.Path) -> int:
@@ -176,6 +185,11 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("/with_ctx", b'{"text": "c"}', JSON),
     ("/count", b'{"upto": 4}', JSON),
     ("/acount", b'{"upto": 4}', JSON),
+    ("/acount", b'{"upto": -1}', JSON),
+    ("/acount", b'{"upto": 9}', JSON),
+    ("/acount", b'{"upto": 0}', JSON),
+    ("/points", b'{"upto": 3}', JSON),
+    ("/count", b'{"upto": "x"}', JSON),
     ("/image", b'{"side": 2}', JSON),
     ("/document", b'{"name": "d"}', JSON),
     ("/doubled", b'{"values": [1, 2]}', JSON),
@@ -212,13 +226,13 @@ def test_a_file_input_answers_as_bentomls(clients: tuple[TestClient, TestClient]
 
 
 def test_what_the_plan_covers(clients: tuple[TestClient, TestClient]) -> None:
-    """JSON APIs get a planned endpoint; ``ctx``, files (in or out) and streams keep
+    """JSON APIs and streams get a planned endpoint; ``ctx`` and files (in or out) keep
     BentoML's. The ingress compared above sends its direct requests to them."""
     service: Any = Endpoints
     service.inject_config()
     factory = RayServiceAppFactory(service, is_main=True, batching={})
     planned = {name for name in service.apis if CompiledEndpoint.plan(factory, name)}
-    kept = {"with_ctx", "count", "acount", "size_of", "image", "document"}
+    kept = {"with_ctx", "size_of", "image", "document"}
     assert planned == set(service.apis) - kept
     gates = [client.app.middleware_stack.app for client in clients]  # type: ignore[attr-defined]
     assert [len(gate.endpoints) for gate in gates] == [len(planned), 0]

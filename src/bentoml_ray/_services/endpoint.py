@@ -10,29 +10,32 @@ trace IDs, which only tracing reads. Here that is decided once per API (``plan``
 request does only its own work: read the body, validate it, call, render.
 
 The plan covers the common case: a JSON body (or any media type BentoML decodes as
-JSON), no ``ctx`` parameter, no file fields, a function that is not a generator. Anything
-else, and any request the plan's own steps fail on, goes to BentoML's endpoint, which
-then answers as it always does: a body that fails validation is validated again there,
-so its 400 (or BentoML's 500 for a body that is not JSON) is BentoML's own. Errors the
-API function raises are answered as BentoML's endpoint answers them. Outputs other than
-a plain JSON model (a ``Response``, a file or image, text, a generator) are rendered by
-BentoML's own ``to_http_response``. ``tests/unit/test_service_endpoint.py`` sends the
-same requests both ways and compares status, headers and body bytes.
+JSON), no ``ctx`` parameter, no file fields in the input or the output. Anything else,
+and any request the plan's own steps fail on, goes to BentoML's endpoint, which then
+answers as it always does: a body that fails validation is validated again there, so its
+400 (or BentoML's 500 for a body that is not JSON) is BentoML's own. Errors the API
+function raises are answered as BentoML's endpoint answers them. A generator API's chunks
+are pumped straight into the answer (BentoML passes them through two generators of its
+own). Outputs other than a JSON model (a ``Response``, text, a generator returned by a
+plain function, an unusual value) are rendered by BentoML's ``to_http_response``.
+``tests/unit/test_service_endpoint.py`` sends the same requests both ways and compares
+status, headers and body bytes.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from .._bentoml_internals import (
@@ -56,6 +59,9 @@ if TYPE_CHECKING:
 #: output renders as text (a ``model_dump`` per answer) is needed only for the others.
 _JSON_ROOTS = (list, dict, tuple, set, frozenset, int, float, bool)
 
+#: The logger BentoML reports an error in the middle of a stream to.
+_stream_logger = logging.getLogger("bentoml.serve")
+
 _UNEXPECTED = {"error": "An unexpected error has occurred, please check the server log."}
 
 
@@ -68,12 +74,10 @@ class CompiledEndpoint:
         method = factory.service.apis[name]
         func = get_original_func(method.func)
         input_spec, output_spec = method.input_spec, method.output_spec
-        if (
-            method.ctx_param is not None
-            or input_spec.multipart_fields
-            or output_spec.multipart_fields
-            or inspect.isasyncgenfunction(func)
-            or inspect.isgeneratorfunction(func)
+        if method.ctx_param is not None or input_spec.multipart_fields:
+            return None
+        if output_spec.multipart_fields and not (
+            inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
         ):
             return None
         return cls(factory, name)
@@ -83,7 +87,10 @@ class CompiledEndpoint:
         self._factory = factory
         self._name = name
         self._batchable = bool(method.batchable)
-        self._is_async = inspect.iscoroutinefunction(get_original_func(method.func))
+        original = get_original_func(method.func)
+        self._is_async = inspect.iscoroutinefunction(original)
+        self._streams = inspect.isasyncgenfunction(original)
+        self._streams_in_thread = inspect.isgeneratorfunction(original)
         self._function: Callable[..., Any] | None = None  # the instance's, once it exists
         self._input = method.input_spec
         self._root_input = bool(getattr(self._input, "__root_input__", False))
@@ -94,6 +101,7 @@ class CompiledEndpoint:
         )
         self._fields = tuple(self._input.model_fields)
         self._output = method.output_spec
+        self._root_output = issubclass(self._output, IORootModel)
         self._json_root_output = issubclass(self._output, IORootModel) and _renders_as_json(
             self._output.model_fields["root"].annotation
         )
@@ -171,6 +179,10 @@ class CompiledEndpoint:
             function = self._function
             if function is None:  # the service's instance exists once the app has started
                 function = self._function = getattr(service_instance(factory), self._name).local
+            if self._streams:
+                return await self._stream(function(*args, **kwargs))
+            if self._streams_in_thread:
+                return await self._stream(self._from_thread(function(*args, **kwargs)))
             if self._is_async:
                 output = await function(*args, **kwargs)
             else:
@@ -192,6 +204,47 @@ class CompiledEndpoint:
         return IterableResponse(  # type: ignore[no-any-return]
             content=payload.data, media_type=self._output.mime_type(), headers=payload.headers
         )
+
+    async def _stream(self, chunks: AsyncGenerator[Any, None]) -> Response:
+        """The API's chunks pumped straight into the answer, as BentoML streams them: an
+        error before the first chunk is the answer's error; one after it ends the stream,
+        logged."""
+        try:
+            first = [await chunks.__anext__()]
+        except StopAsyncIteration:
+            first = []
+        return StreamingResponse(self._pump(first, chunks), media_type=self._output.mime_type())
+
+    async def _pump(
+        self, first: list[Any], chunks: AsyncGenerator[Any, None]
+    ) -> AsyncGenerator[str | bytes, None]:
+        root, output, serde = self._root_output, self._output, self._serde
+        try:
+            for item in first:
+                for data in _encoded(item, root, output, serde):
+                    yield data
+            async for item in chunks:
+                if isinstance(item, (str, bytes)):
+                    yield item
+                else:
+                    for data in _encoded(item, root, output, serde):
+                        yield data
+        except Exception:
+            _stream_logger.exception("Error while streaming response")
+
+    async def _from_thread(self, chunks: Generator[Any, None, None]) -> AsyncGenerator[Any, None]:
+        """A sync generator's chunks, each made in the service's worker threads, as BentoML
+        runs them."""
+        done = object()
+        while (chunk := await self._factory._to_thread(next, chunks, done)) is not done:
+            yield chunk
+
+
+def _encoded(item: Any, root: bool, output: Any, serde: Any) -> Any:
+    """One streamed item's bytes, as BentoML encodes it: text and bytes as they are."""
+    if isinstance(item, (str, bytes)):
+        return (item,)
+    return serde.serialize_model(output(item) if root else item).data
 
 
 def _renders_as_json(annotation: Any) -> bool:
