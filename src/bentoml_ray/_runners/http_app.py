@@ -36,7 +36,9 @@ from .._bentoml_internals import (
     InferenceAPI,
     NumpyNdarray,
     cors_options,
+    enter_request,
     is_async_callable,
+    leave_request,
     numpy_dtype,
 )
 from .._defaults import API_THREADS
@@ -143,7 +145,11 @@ def _api_endpoint(
     decoder = InputDecoder.of(api)
 
     async def endpoint(request: Request) -> Response:
-        with svc.context.in_request(request) as ctx:
+        # BentoML's request context in its lean form (``enter_request``): the same context
+        # variables, without the OpenTelemetry lookups that only tracing reads.
+        tokens = enter_request(request)
+        ctx = svc.context
+        try:
             try:
                 value = await decoder.decode(request)
             except ClientError as exc:
@@ -170,6 +176,8 @@ def _api_endpoint(
             except Exception:
                 logger.exception("API %r raised while handling a request", api.name)
                 return JSONResponse(_USER_CODE_ERROR, status_code=500)
+        finally:
+            leave_request(tokens, request.scope)
 
     endpoint.is_api = True  # type: ignore[attr-defined]
     return endpoint
