@@ -55,7 +55,7 @@ def model_id() -> str:
     Calls made to dependencies and runners while serving the request carry it on.
     """
     found = _model_id_before_headers()
-    return found if found is not None else _from_request_headers(MODEL_ID_HEADER)[0]
+    return found if found is not None else _from_request_headers()[0]
 
 
 def _model_id_before_headers() -> str | None:
@@ -98,27 +98,33 @@ def routing_signals() -> tuple[str, str]:
     ``RAY_SERVE_SESSION_ID_HEADER_KEY`` names); the request's headers are read once.
     """
     model = _model_id_before_headers()
-    if model is not None:
-        return model, _from_request_headers(SESSION_ID_HEADER)[0]
-    found_model, session = _from_request_headers(MODEL_ID_HEADER, SESSION_ID_HEADER)
-    return found_model, session
+    found_model, session = _from_request_headers()
+    return (found_model if model is None else model), session
 
 
-def _from_request_headers(*names: str) -> list[str]:
-    """Headers ``names`` of BentoML's current request (``""`` if absent), in one pass;
-    ``-`` and ``_`` alike, as Ray reads them."""
+#: The two headers as ``_from_request_headers`` compares them: ``_`` for ``-``, lower case.
+_MODEL_KEY = MODEL_ID_HEADER.lower().replace("-", "_").encode()
+_SESSION_KEY = SESSION_ID_HEADER.lower().replace("-", "_").encode()
+_KEY_LENGTHS = frozenset((len(_MODEL_KEY), len(_SESSION_KEY)))
+
+
+def _from_request_headers() -> tuple[str, str]:
+    """The model id and session id headers of BentoML's current request (``""`` if absent),
+    in one pass; ``-`` and ``_`` alike, as Ray reads them."""
     from ._bentoml_internals import current_request  # here: only a request needs BentoML's
 
-    found = [""] * len(names)
     request = current_request()
     if request is None:
-        return found
-    wanted = [name.lower().replace("-", "_").encode() for name in names]
+        return "", ""
+    model = session = ""
     for key, value in request.scope["headers"]:
-        key = key.replace(b"-", b"_")  # ASGI header names are lower-case
-        if key in wanted:
-            found[wanted.index(key)] = value.decode("latin-1")
-    return found
+        if len(key) in _KEY_LENGTHS:  # the rest cannot match: no copy made of them
+            key = key.replace(b"-", b"_")  # ASGI header names are lower-case
+            if key == _MODEL_KEY:
+                model = value.decode("latin-1")
+            elif key == _SESSION_KEY:
+                session = value.decode("latin-1")
+    return model, session
 
 
 def multiplexed(max_models_per_replica: int = 3) -> Callable[[Loader], Loader]:
