@@ -6,7 +6,8 @@ arrive while the model runs each close a batch of their own at once, and the mod
 works through a queue of tiny batches: with a short wait, 64 concurrent callers got
 batches of one or two. ``BatchGate`` holds new calls while a batch executes and lets them
 all in when it ends, so the next batch holds everyone who waited (BentoML's own batcher
-works this way: it sends when the model is free). At light load nothing waits.
+works this way: it sends when the model is free). At light load nothing waits. After a
+batch, the gate also waits a little for the callers it answered (``BatchGate``).
 
 The gate applies with one batch at a time (Ray's default); with ``max_concurrent_batches``
 above one, calls go straight to Ray as they come.
@@ -23,23 +24,70 @@ from .._multiplexing import model_id, running_for
 CallT = TypeVar("CallT")
 
 
-class BatchGate:
-    """Closed while a batch executes; waiting calls enter together when it opens."""
+#: How long, at most, a gate stays closed after a batch to let the callers it answered come
+#: back: this share of the batch's run time, and never more than ``REFILL_MAX_S``.
+REFILL_SHARE = 0.25
+REFILL_MAX_S = 0.05
 
-    def __init__(self) -> None:
+
+class BatchGate:
+    """Closed while a batch executes; waiting calls enter together when it opens.
+
+    Under steady load callers split into cohorts: those a batch answered come back while
+    the next batch runs, so each batch holds part of them, and a model with a fixed cost
+    per batch runs more batches than it needs. (The vector benchmark's batches held 37
+    calls on average at 64 connections, where a hand-written ``serve.batch`` with a 100 ms
+    wait held 64, and served 0.6 of its requests.) So when a batch ends, the gate waits
+    for as many calls as were in flight (the batch's and those waiting, up to
+    ``max_batch_size``), and opens as soon as they are there, or after ``REFILL_SHARE`` of
+    the batch's run time at most. At light load the one caller opens it on arrival.
+    """
+
+    def __init__(self, max_batch_size: int) -> None:
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_batch_size = max_batch_size
+        self._waiting = 0  # calls held at the gate
+        self._want = 0  # calls to wait for before opening, while held after a batch
+        self._timer: asyncio.TimerHandle | None = None
 
     async def admit(self) -> None:
-        if not self._idle.is_set():
-            await self._idle.wait()
+        if self._idle.is_set():
+            return
+        self._waiting += 1
+        try:
+            if self._want and self._waiting >= self._want:
+                self._open()
+            else:
+                await self._idle.wait()
+        finally:
+            self._waiting -= 1
 
-    async def execute(self, batch: Awaitable[list[Any]]) -> list[Any]:
+    async def execute(self, batch: Awaitable[list[Any]], size: int) -> list[Any]:
+        self._hold_no_more()
         self._idle.clear()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             return await batch
         finally:
-            self._idle.set()
+            want = min(self._max_batch_size, size + self._waiting)
+            if self._waiting >= want:
+                self._open()
+            else:
+                self._want = want
+                hold = min((loop.time() - started) * REFILL_SHARE, REFILL_MAX_S)
+                self._timer = loop.call_later(hold, self._open)
+
+    def _open(self) -> None:
+        self._hold_no_more()
+        self._idle.set()
+
+    def _hold_no_more(self) -> None:
+        self._want = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def gated_batch(
@@ -68,10 +116,10 @@ def gated_batch(
             return await ungated((model_id(), value))  # type: ignore[arg-type]
 
         return call_ungated
-    gate = BatchGate()
+    gate = BatchGate(int(options.get("max_batch_size", 10)))  # 10: serve.batch's default
 
     async def execute(calls: list[tuple[str, CallT]]) -> list[Any]:
-        return await gate.execute(run_by_model(calls))
+        return await gate.execute(run_by_model(calls), len(calls))
 
     batched = serve.batch(**options)(execute)
 
