@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .guard import route_path
 from .request_metrics import RequestMetricsSpec, request_counts
 from .timeout import Deadlines
+
+#: The timed-out requests of a frame with no timeout: none.
+_NONE: frozenset[Any] = frozenset()
 
 
 class IngressFrame:
@@ -63,7 +67,7 @@ class IngressFrame:
         deadlines = self.deadlines
         task = asyncio.current_task() if deadlines is not None else None
         waiting: set[asyncio.Task[Any]] | None = None  # None: no timeout to keep
-        timed_out: set[asyncio.Task[Any]] = set()
+        timed_out: Collection[asyncio.Task[Any]] = _NONE  # a shared empty set, not one each
         cancels_before = 0
         if deadlines is not None and task is not None:
             cancels_before = task.cancelling() if hasattr(task, "cancelling") else 0
@@ -100,12 +104,12 @@ class IngressFrame:
             finally:
                 if waiting is not None:
                     waiting.discard(task)
-            if task is None or task not in timed_out:
+            if deadlines is None or task is None or task not in timed_out:
                 return
-            timed_out.discard(task)
+            deadlines.timed_out.discard(task)
             if hasattr(task, "uncancel") and task.uncancel() > cancels_before:
                 raise asyncio.CancelledError  # cancelled by someone else too: the client left
-            if not status and deadlines is not None:
+            if not status:
                 await deadlines.answer()(scope, receive, frame_send)
         finally:
             if counts is not None:

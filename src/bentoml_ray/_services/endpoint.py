@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import typing
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,6 @@ from .._bentoml_internals import (
     is_file_type,
     leave_request,
     log_exception,
-    service_instance,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ _JSON_ROOTS = (list, dict, tuple, set, frozenset, int, float, bool)
 
 #: The logger BentoML reports an error in the middle of a stream to.
 _stream_logger = logging.getLogger("bentoml.serve")
+
+# Media types BentoML decodes otherwise than as JSON (multipart, pickle, Arrow, ...).
+_OTHER_MEDIA_TYPES = frozenset(
+    media_type for media_type, serde in SERDES.items() if serde is not SERDES["application/json"]
+)
 
 _UNEXPECTED = {"error": "An unexpected error has occurred, please check the server log."}
 
@@ -88,10 +93,8 @@ class CompiledEndpoint:
         self._name = name
         self._batchable = bool(method.batchable)
         original = get_original_func(method.func)
-        self._is_async = inspect.iscoroutinefunction(original)
         self._streams = inspect.isasyncgenfunction(original)
         self._streams_in_thread = inspect.isgeneratorfunction(original)
-        self._function: Callable[..., Any] | None = None  # the instance's, once it exists
         self._input = method.input_spec
         self._root_input = bool(getattr(self._input, "__root_input__", False))
         # A root input model of a string (or file) type reads the body as it is, not as JSON.
@@ -102,20 +105,17 @@ class CompiledEndpoint:
         self._fields = tuple(self._input.model_fields)
         self._output = method.output_spec
         self._root_output = issubclass(self._output, IORootModel)
-        self._json_root_output = issubclass(self._output, IORootModel) and _renders_as_json(
+        self._json_root_output = self._root_output and _renders_as_json(
             self._output.model_fields["root"].annotation
         )
         self._serde = SERDES["application/json"]()
-        json_serde = SERDES["application/json"]
-        # Media types BentoML decodes otherwise than as JSON (multipart, pickle, Arrow, ...).
-        self._other_media_types = frozenset(k for k, v in SERDES.items() if v is not json_serde)
         self._bentoml = functools.partial(factory.api_endpoint_wrapper, name)
         self._context = factory.service.context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         media_type = request.headers.get("Content-Type", "application/json")
-        if media_type.split(";")[0].strip() in self._other_media_types:
+        if media_type.split(";")[0].strip() in _OTHER_MEDIA_TYPES:
             await self._through_bentoml(request, scope, receive, send)
             return
         tokens = enter_request(request)
@@ -159,7 +159,7 @@ class CompiledEndpoint:
         if self._root_input:
             if issubclass(spec, IORootModel):
                 data = body or b"{}"
-                parsed = data if self._raw_root else _json_loads(data)
+                parsed = data if self._raw_root else json.loads(data)
                 return (spec.model_validate(parsed).root,), {}
             return (spec.model_validate_json(body or b"{}"),), {}
         model = spec.model_validate_json(body or b"{}")
@@ -172,21 +172,15 @@ class CompiledEndpoint:
         return args, kwargs
 
     async def _answer(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
-        factory = self._factory
+        factory, name = self._factory, self._name
         if self._batchable:
-            output = await factory.batch_infer(self._name, args, kwargs)
+            output = await factory.batch_infer(name, args, kwargs)
+        elif self._streams:  # its chunks straight from the API's own generator
+            return await self._stream(factory._local_api(name)[0](*args, **kwargs))
+        elif self._streams_in_thread:  # each chunk made in the service's threads
+            return await self._stream(factory.stream_api(name, args, kwargs))
         else:
-            function = self._function
-            if function is None:  # the service's instance exists once the app has started
-                function = self._function = getattr(service_instance(factory), self._name).local
-            if self._streams:
-                return await self._stream(function(*args, **kwargs))
-            if self._streams_in_thread:
-                return await self._stream(self._from_thread(function(*args, **kwargs)))
-            if self._is_async:
-                output = await function(*args, **kwargs)
-            else:
-                output = await factory._to_thread(function, *args, **kwargs)
+            output = await factory._run_api(name, args, kwargs)
         if isinstance(output, Response):
             return output
         if inspect.isgenerator(output) or inspect.isasyncgen(output):
@@ -194,7 +188,7 @@ class CompiledEndpoint:
         elif self._json_root_output:
             fits = not isinstance(output, IORootModel) and not is_file_type(type(output))
             payload = self._serde.serialize_model(self._output(output)) if fits else None
-        elif not issubclass(self._output, IORootModel) and isinstance(output, BaseModel):
+        elif not self._root_output and isinstance(output, BaseModel):
             payload = self._serde.serialize_model(output)
         else:
             payload = None
@@ -232,13 +226,6 @@ class CompiledEndpoint:
         except Exception:
             _stream_logger.exception("Error while streaming response")
 
-    async def _from_thread(self, chunks: Generator[Any, None, None]) -> AsyncGenerator[Any, None]:
-        """A sync generator's chunks, each made in the service's worker threads, as BentoML
-        runs them."""
-        done = object()
-        while (chunk := await self._factory._to_thread(next, chunks, done)) is not done:
-            yield chunk
-
 
 def _encoded(item: Any, root: bool, output: Any, serde: Any) -> Any:
     """One streamed item's bytes, as BentoML encodes it: text and bytes as they are."""
@@ -254,12 +241,6 @@ def _renders_as_json(annotation: Any) -> bool:
     return isinstance(origin, type) and (
         issubclass(origin, _JSON_ROOTS) or issubclass(origin, BaseModel)
     )
-
-
-def _json_loads(data: bytes) -> Any:
-    import json
-
-    return json.loads(data)
 
 
 def _error_response(exc: Exception, request: Request) -> Response:
@@ -282,7 +263,3 @@ def _error_response(exc: Exception, request: Request) -> Response:
             detail = ({"error": str(exc)},)  # BentoML answers a one-item list here
         return JSONResponse(detail, status_code=status)
     return JSONResponse(_UNEXPECTED, status_code=500)
-
-
-#: An ingress's direct path: an API's endpoint as an ASGI app.
-DirectEndpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
