@@ -131,9 +131,16 @@ BENTO_SOURCES = {
     # Second versions, for the tests that deploy a newer version of a running Bento.
     "iris_v2_bento": EXAMPLES / "iris_classifier",
     "counted_v2_bento": FIXTURES / "counted_service",
+    "versioned_bento": FIXTURES / "versioned_pair",
+    "versioned_v2_bento": FIXTURES / "versioned_pair",
+    "versioned_broken_bento": FIXTURES / "versioned_pair",
 }
 #: Lines changed in a copy of the source before it is built: (old, new).
-SOURCE_EDITS = {"counted_v2_bento": ('VERSION = "1"', 'VERSION = "2"')}
+SOURCE_EDITS = {
+    "counted_v2_bento": ('VERSION = "1"', 'VERSION = "2"'),
+    "versioned_v2_bento": ('VERSION = "1"', 'VERSION = "2"'),
+    "versioned_broken_bento": ('VERSION = "1"', 'VERSION = "broken"'),
+}
 
 
 #: The session's Bento builds, by fixture name (``start_bento_builds``).
@@ -245,6 +252,24 @@ def counted_bento(bento_builds: dict[str, Future[str]]) -> str:
 def iris_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
     """A second version of the iris example (the same source, built again)."""
     return bento_builds["iris_v2_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def versioned_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """Two services (``Front`` calls ``Back``) whose answers name both versions: "1"."""
+    return bento_builds["versioned_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def versioned_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """``versioned_bento`` at version "2"."""
+    return bento_builds["versioned_v2_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def versioned_broken_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """``versioned_bento`` whose ``Back`` cannot load."""
+    return bento_builds["versioned_broken_bento"].result()
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,18 @@ API_THREADS = 40
 #: ``traffic.timeout``: BentoML's own client default.
 DEPENDENCY_TIMEOUT_S = 60.0
 
+#: How long a call to a dependency may wait for a replica to take it (one starting from
+#: zero, or one of its caller's version during a rollout), on top of the dependency's own
+#: timeout, which starts when a replica takes the call. The request that makes the call
+#: is bounded by its own timeout all the same.
+CALLEE_START_WAIT_S = 120.0
+
+#: Extra replicas a deployment may start while it rolls out a new version, in percent of
+#: its replicas (Ray 2.60+; older Rays stop an old replica before its replacement starts):
+#: a whole second set, so the old version serves until the new one is ready. Ray's own
+#: default, 0, leaves a one-replica deployment with none while its new replica loads.
+MAX_SURGE_PERCENT = 100
+
 #: How long a 1.2+ API's batch waits to fill: not at all. Ray's wait is fixed and paid by
 #: every request at light load (two batched hops at Ray's 10 ms cut the composed example's
 #: requests/s at one connection by two thirds); a batch takes what queued while the

@@ -6,9 +6,10 @@ wants, each with its name, class (its role), options, bind arguments, the deploy
 and the retry budget of calls to it. ``Layout.bind`` turns that into the Ray Serve
 application; the Serve config export reads the same list (``configured_deployments``).
 Every deployment class takes ``(source, calls, hub, *args)``: ``calls`` maps the name the
-replica knows a callee by (a runner's or a service's) to its handle, with its budget;
-``hub`` is the handle of the application's hub (``_hub``), one more deployment that
-every application has, named ``<service>.hub``.
+replica knows a callee by (a runner's or a service's) to its handle, with its budget and
+the version its calls carry; ``hub`` is the handle of the application's hub (``_hub``), one
+more deployment that every application has, named ``<service>.hub``. A callee also takes
+``rollout=``: the ingress it waits for in a rollout (``_replica.versions``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from ray.serve import Application
 
 from ._bento.runtime_env import merge_runtime_env
 from ._bento.source import BentoSource
-from ._defaults import HUB_OPTIONS, MAX_RETRIES
+from ._defaults import HUB_OPTIONS, MAX_RETRIES, MAX_SURGE_PERCENT
 from ._errors import InvalidArgument
 from ._hub.deployment import HubDeployment, hub_deployment_name
+from ._ray_compat import RAY_DEPLOYMENT_OPTIONS
 from ._replica.calls import bound_target
+from ._replica.versions import CalleeRollout, IngressRollout
 
 #: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.
 SCALING_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests")
@@ -83,20 +86,30 @@ class Layout:
     def bind(self) -> Application:
         """Declare every deployment with Ray (which checks its options) and bind the graph.
 
-        Every deployment is bound with the source, its callees' handles and the hub's
-        handle (``_hub``: the application's metrics and task results), then its own args.
+        Every deployment is bound with the source, its callees' handles (stamped with the
+        Bento's version) and the hub's handle (``_hub``: the application's metrics and task
+        results), then its own args; a callee whose old replicas outlive its new ones'
+        start (``max_surge_percent``) waits for the ingress's rollout before taking calls.
         """
         by_name = {spec.name: spec for spec in self.specs}
         hub = bound_target(
             serve.deployment(name=self.hub_name, **HUB_OPTIONS)(HubDeployment).bind(), MAX_RETRIES
         )
+        version = self.source.version
+        callees = tuple(spec.name for spec in self.specs[:-1])
         bound: dict[str, Application] = {}
         for spec in self.specs:
             calls = {
-                key: bound_target(bound[name], by_name[name].max_retries)
+                key: bound_target(bound[name], by_name[name].max_retries, version)
                 for key, name in spec.calls.items()
             }
-            bound[spec.name] = self._declare(spec).bind(self.source, calls, hub, *spec.args)
+            extra: dict[str, Any] = {"rollout": CalleeRollout(callees)}
+            if spec is not self.ingress:
+                surges = bool(_rollout_options(spec.options).get("max_surge_percent"))
+                extra["rollout"] = IngressRollout(self.ingress.name) if surges else None
+            bound[spec.name] = self._declare(spec).bind(
+                self.source, calls, hub, *spec.args, **extra
+            )
         return bound[self.ingress.name]
 
     def configured_deployments(self) -> list[dict[str, Any]]:
@@ -119,7 +132,7 @@ class Layout:
         ``runtime_env``: the user's values win, and fields that cannot be merged raise.
         (The Bento itself reaches the nodes apart from it: ``_bento.shipping``.)
         """
-        options = dict(spec.options)
+        options = _rollout_options(spec.options)
         actor_options = dict(options.get("ray_actor_options") or {})
         runtime_env = merge_runtime_env(
             self.source.runtime_env, actor_options.get("runtime_env"), spec.what, spec.env_vars
@@ -131,6 +144,14 @@ class Layout:
             return serve.deployment(name=spec.name, **options)(spec.cls)
         except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
             raise InvalidArgument(f"Ray rejects the options of {spec.what}: {exc}") from exc
+
+
+def _rollout_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with bentoml-ray's surge, where this Ray takes one and the user gave none."""
+    options = dict(options)
+    if "max_surge_percent" in RAY_DEPLOYMENT_OPTIONS:
+        options.setdefault("max_surge_percent", MAX_SURGE_PERCENT)
+    return options
 
 
 def deployment_name(options: dict[str, Any], default: str, what: str) -> str:

@@ -1,13 +1,12 @@
-"""Redeploying the iris example with a new Bento version while traffic flows: no client
-request may fail.
+"""New Bento versions under load: an upgrade, a version that cannot load, a rollback.
 
-``serve.run`` of the same application name with the new version: Ray replaces every
-replica of both deployments (API server and runner, two each), one at a time (a fifth of
-a deployment's replicas, at least one), draining each old replica before it stops, while
-the others serve; the API server's calls go to whichever runner replicas run. The load is
-paced, so that the new replicas start in seconds rather than half a minute. (A change of
-``num_replicas`` alone starts or drains replicas in the same way, without replacing the
-others.) The figures are printed; run with ``-s`` to see them.
+``serve.run`` of the same application name with another version, while clients send
+requests. With ``deployment()``'s defaults (one replica per deployment), on a Ray with
+``max_surge_percent`` (2.60+): no request fails, no answer combines a root of one version
+with a dependency of another, and a version whose dependency cannot load leaves the
+previous one serving, whole (``_replica.versions``). On older Rays, versions still never
+mix; what else they do is in README's "Upgrading a Bento". Figures in both Ray modes:
+``benchmarks/rollout.py``. Run with ``-s`` to see this test's.
 """
 
 from __future__ import annotations
@@ -17,62 +16,100 @@ import time
 import httpx
 import pytest
 from _load import Load, replica_actor_names
+from ray import serve
 
 import bentoml_ray
+from bentoml_ray._ray_compat import RAY_DEPLOYMENT_OPTIONS
 
-pytestmark = pytest.mark.usefixtures("serve_url")
+pytestmark = [pytest.mark.usefixtures("serve_url"), pytest.mark.compat, pytest.mark.ray_behaviour]
 
-APP = "redeploy-iris"
-DEPLOYMENTS = ("iris_classifier", "iris_classifier.runner.iris_clf")
-CONNECTIONS = 4
-#: Each client's pause between requests: at most 80 requests/s, about half of what the
-#: example serves here, so that new replicas start in seconds, not half a minute, while
-#: requests still arrive throughout.
-PAUSE_S = 0.05
-#: Answers to wait for before and after the redeploy, so that it runs under load.
-AROUND = 50
+#: Ray keeps old replicas until new ones are ready only where it takes this option.
+SURGES = "max_surge_percent" in RAY_DEPLOYMENT_OPTIONS
+CLIENTS = 6
+#: Answers to wait for around each step, so that it runs under load.
+AROUND = 30
 
 
-def _is_virginica(response: httpx.Response) -> bool:
-    return bool(response.json() == [2])
+def _same_versions(response: httpx.Response) -> bool:
+    body = response.json()
+    return bool(body["front"] == body["back"])
 
 
-def _replicas() -> set[str]:
-    return {name for d in DEPLOYMENTS for name in replica_actor_names(APP, d)}
+def _replicas(app: str, deployments: tuple[str, ...]) -> set[str]:
+    return {name for d in deployments for name in replica_actor_names(app, d)}
 
 
-def test_redeploying_a_new_version_under_load_fails_no_request(
-    serve_url: str, iris_bento: str, iris_v2_bento: str
+def _wait_gone(app: str, deployments: tuple[str, ...], old: set[str]) -> None:
+    deadline = time.monotonic() + 120  # old replicas drain before they stop
+    while old & _replicas(app, deployments):
+        assert time.monotonic() < deadline, "the old version's replicas are still there"
+        time.sleep(0.2)
+
+
+def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
+    serve_url: str, versioned_bento: str, versioned_v2_bento: str, versioned_broken_bento: str
 ) -> None:
-    from ray import serve
+    app, deployments = "rollout", ("Front", "Back")
+    url = f"{serve_url}/{app}/versions"
+    # A broken version fails at its first failed start, where Ray lets it say so (2.50+).
+    fail_fast = (
+        {"max_constructor_retry_count": 1}
+        if "max_constructor_retry_count" in RAY_DEPLOYMENT_OPTIONS
+        else {}
+    )
 
-    def run(tag: str) -> None:
-        app = bentoml_ray.deployment(tag, {"num_replicas": 2}, {"iris_clf": {"num_replicas": 2}})
-        serve.run(app, name=APP, route_prefix=f"/{APP}")
-
-    new_version = iris_v2_bento
-    assert new_version != iris_bento
-    run(iris_bento)
-    try:
-        old_replicas = _replicas()
-        assert len(old_replicas) == 4, old_replicas
-        url = f"{serve_url}/{APP}/classify"
-        body = [[5.9, 3.0, 5.1, 1.8]]
-        with Load(url, body, CONNECTIONS, check=_is_virginica, pause_s=PAUSE_S) as load:
-            load.wait_for(AROUND)
-            start = time.monotonic()
-            run(new_version)
-            took = time.monotonic() - start
-            deadline = time.monotonic() + 120  # old replicas drain before they stop
-            while old_replicas & _replicas():
-                assert time.monotonic() < deadline, "the old version's replicas are still there"
-                time.sleep(0.2)
-            load.wait_for(len(load.outcomes) + AROUND)
-        longest = max(outcome.end - outcome.start for outcome in load.outcomes)
-        print(
-            f"\n[redeploy] new Bento version {new_version}: serve.run took {took:.1f} s; "
-            f"{load.summary()}; the longest request {longest:.1f} s"
+    def run(tag: str) -> float:
+        start = time.monotonic()
+        serve.run(
+            bentoml_ray.deployment(tag, fail_fast, {"Back": fail_fast}),
+            name=app,
+            route_prefix=f"/{app}",
         )
+        return time.monotonic() - start
+
+    def answer() -> dict[str, str]:
+        response = httpx.post(url, json={}, timeout=30)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    run(versioned_bento)
+    try:
+        with Load(url, {}, CLIENTS, check=_same_versions) as load:
+            load.wait_for(AROUND)
+            old = _replicas(app, deployments)
+            took = {"upgrade": run(versioned_v2_bento)}
+            _wait_gone(app, deployments, old)
+            assert answer() == {"front": "2", "back": "2"}
+            load.wait_for(len(load.outcomes) + AROUND)
+
+            before_broken = len(load.outcomes)
+            start = time.monotonic()
+            with pytest.raises(RuntimeError) as raised:
+                run(versioned_broken_bento)
+            took["broken"] = time.monotonic() - start
+            assert "Back cannot load its model" in str(raised.value)
+            if SURGES:  # the old version, whole, answered throughout
+                assert answer() == {"front": "2", "back": "2"}
+                load.wait_for(len(load.outcomes) + AROUND)
+                broken_failures = []
+            else:  # Ray stopped the old replicas first: the application is down until...
+                broken_failures = [o for o in load.outcomes[before_broken:] if o.status != 200]
+
+            old = _replicas(app, deployments)
+            took["rollback"] = run(versioned_bento)  # ... a working version is deployed
+            _wait_gone(app, deployments, old)
+            assert answer() == {"front": "1", "back": "1"}
+            load.wait_for(len(load.outcomes) + AROUND)
     finally:
-        serve.delete(APP)
-    assert not load.failures, load.summary()
+        serve.delete(app)
+    longest = max(outcome.end - outcome.start for outcome in load.outcomes)
+    print(
+        f"\n[rollout] deploy calls {', '.join(f'{k} {v:.1f} s' for k, v in took.items())}; "
+        f"{load.summary()}; the longest request {longest:.1f} s"
+    )
+    mixed = [o for o in load.outcomes if o.status == 599]
+    assert not mixed, f"{len(mixed)} answers combined versions: {mixed[:3]}"
+    failures = [o for o in load.failures if o not in broken_failures]
+    assert not failures, load.summary()
+    if SURGES:
+        assert longest < 5.0, f"a request waited {longest:.1f} s"

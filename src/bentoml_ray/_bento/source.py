@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import pathlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -52,6 +53,8 @@ class BentoSource:
     bento_uri: str | None = None
     #: runtime_env fields every deployment of this Bento gets (see ``runtime_env``).
     runtime_env: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: Tells one ``deployment()`` of an import string from another (a Bento has its tag).
+    build: str = field(default_factory=lambda: uuid.uuid4().hex[:12], compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled in the driver by ``serve.run`` (or Ray Data, for ``map_api``'s actors):
@@ -67,6 +70,11 @@ class BentoSource:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(depot_node=depot_node, runtime_env={})
         return (_rebuild_source, (values,))
+
+    @property
+    def version(self) -> str:
+        """What the replicas of this source stamp their calls with (``_replica.versions``)."""
+        return self.tag or f"{self.display_name}@{self.build}"
 
     def load(self) -> Any:
         """Load the service, in the driver (to check options) or in a replica.

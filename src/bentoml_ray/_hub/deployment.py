@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
 
 from .exposition import Family
 from .metrics_board import MetricsBoard
 from .task_board import TaskBoard
+
+#: A replica that has not said it takes traffic for this long is taken for gone
+#: (``_replica.versions.SERVING_EVERY_S`` is how often it says so).
+SERVING_LIVE_S = 15.0
 
 
 def hub_deployment_name(service: str) -> str:
@@ -23,7 +28,7 @@ class HubDeployment:
     #: What a replica may call, through ``call(name, args, kwargs)`` as any callee.
     METHODS = frozenset(
         {"poll", "report", "scrape", "new_task", "task_status", "task_result",
-         "set_task_result", "cancel_task"}
+         "set_task_result", "cancel_task", "loaded", "rollout", "serving", "serving_count"}
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -31,6 +36,10 @@ class HubDeployment:
         self.id = uuid.uuid4().hex
         self.metrics = MetricsBoard()
         self.tasks = TaskBoard()
+        #: How loading went, by (deployment, Bento version): "" loaded, else the error.
+        self.loads: dict[tuple[str, str], str] = {}
+        #: When each replica taking traffic last said so, by (deployment, Bento version).
+        self._serving: dict[tuple[str, str], dict[str, float]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._cancels: dict[str, list[str]] = {}
 
@@ -91,3 +100,27 @@ class HubDeployment:
             self._cancels.setdefault(replica, []).append(task_id)
             self._wake.setdefault(replica, asyncio.Event()).set()
         return row
+
+    def loaded(self, deployment: str, version: str, error: str) -> None:
+        """A replica of ``deployment`` at ``version`` loaded ("") or failed to (``error``).
+
+        A success stays: a later replica's failure (a flaky load) does not undo it.
+        """
+        if self.loads.get((deployment, version)) != "":
+            self.loads[(deployment, version)] = error
+
+    def rollout(self, version: str, deployments: list[str]) -> dict[str, str | None]:
+        """How loading went at ``version`` for each of ``deployments`` (None: no word yet)."""
+        return {name: self.loads.get((name, version)) for name in deployments}
+
+    def serving(self, deployment: str, version: str, replica: str) -> None:
+        """``replica`` of ``deployment`` takes traffic at ``version`` (said every few seconds)."""
+        self._serving.setdefault((deployment, version), {})[replica] = time.monotonic()
+
+    def serving_count(self, deployment: str, version: str) -> int:
+        """How many replicas of ``deployment`` at ``version`` said so lately."""
+        heard = self._serving.get((deployment, version), {})
+        since = time.monotonic() - SERVING_LIVE_S
+        for replica in [r for r, at in heard.items() if at < since]:
+            del heard[replica]
+        return len(heard)

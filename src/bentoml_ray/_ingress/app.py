@@ -24,7 +24,7 @@ names each request's route (its metrics' ``route`` label) as before.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -54,6 +54,7 @@ def public_ingress(
     endpoint_for: Callable[[Route], ASGIApp | None] | None = None,
     metrics: RequestMetricsSpec | None = None,
     hub: HubLink | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     """``service_app`` behind the timeout and the guards, served at ``route_prefix``.
 
@@ -65,6 +66,8 @@ def public_ingress(
     route's planned endpoint (a 1.2+ API's), if it has one. ``metrics`` names BentoML's
     request metrics (None: not kept); ``hub`` is the replica's link to the application's
     hub, through which ``/metrics`` answers for every replica (None: for this one).
+    ``ready`` is awaited after the service's startup, before the replica takes traffic
+    (in a rollout: until its callees of the same version loaded).
     """
     prefix = route_prefix.rstrip("/")
     guards: list[Guard] = [
@@ -81,6 +84,8 @@ def public_ingress(
         # A mounted app's lifespan does not run by itself: the service's, run through its
         # own middlewares, as when it is the app.
         async with asgi_lifespan(service_app):
+            if ready is not None:
+                await ready()
             yield
 
     gate = Middleware(

@@ -10,6 +10,10 @@ it goes to another one (or waits for the replacement). The retry is bounded
 off), and only a replica's death is retried: an exception the user's code raised, a
 timeout or a cancellation reaches the caller at once, as the exception the callee raised
 (not Ray's ``RayTaskError`` around it), for runner calls and dependency calls alike.
+
+A call refused because the callee runs another Bento version (``versions.OtherVersion``,
+during a rollout) is sent again after ``OTHER_VERSION_PAUSE_S``, as often as it takes: the
+caller's own deadline bounds it, and Ray's router meanwhile learns of new replicas.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .._defaults import MAX_RETRIES, ROUTED_HANDLES_KEPT
 from .._errors import BentoRayError
 from .._multiplexing import routing_signals
 from .._ray_compat import handle_routing_options
+from .versions import OtherVersion
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -36,6 +41,8 @@ T = TypeVar("T")
 #: Pause before retry ``n`` is ``BACKOFF_S * 2 ** (n - 1)``, capped at ``MAX_BACKOFF_S``.
 BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
+#: Pause before a call refused by a replica of another version is sent again.
+OTHER_VERSION_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class CallTarget:
 
     handle: DeploymentHandle[Any]
     max_retries: int = MAX_RETRIES
+    #: The Bento version of the caller, stamped on its calls; None: unstamped (the hub).
+    version: str | None = None
 
 
 def replica_died(exc: BaseException) -> bool:
@@ -58,6 +67,11 @@ def replica_died(exc: BaseException) -> bool:
     retries), and the callee itself is healthy.
     """
     return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
+
+
+def other_version(exc: BaseException) -> bool:
+    """Whether ``exc`` is a callee's refusal of a call from another version."""
+    return isinstance(unwrap(exc) if isinstance(exc, RayTaskError) else exc, OtherVersion)
 
 
 async def await_response(response: DeploymentResponse[T]) -> T:
@@ -109,6 +123,9 @@ async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, 
         except Exception as exc:
             if _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
+            if other_version(exc):
+                await asyncio.sleep(OTHER_VERSION_PAUSE_S)
+                continue
             if attempt >= max_retries or not replica_died(exc):
                 raise
             attempt += 1
@@ -135,6 +152,9 @@ async def stream_with_retries(
         except Exception as exc:
             if not delivered and _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
+            if not delivered and other_version(exc):
+                await asyncio.sleep(OTHER_VERSION_PAUSE_S)
+                continue
             if delivered or attempt >= max_retries or not replica_died(exc):
                 raise
             attempt += 1
@@ -161,6 +181,8 @@ class RetryingCaller:
         self._stream_handle = target.handle.options(stream=True)
         self._max_retries = target.max_retries
         self._what = what
+        #: The caller's version, as the callee's ``call`` and ``stream`` take it last.
+        self._stamp = () if target.version is None else (target.version,)
         #: Handles that carry a model id or session id, by (stream, model id, session id).
         self._routed: dict[tuple[bool, str, str], DeploymentHandle[Any]] = {}
 
@@ -186,7 +208,9 @@ class RetryingCaller:
         handle = self._handle_now(stream=False)
 
         async def send() -> Any:
-            response = cast("DeploymentResponse[Any]", handle.call.remote(name, args, kwargs))
+            response = cast(
+                "DeploymentResponse[Any]", handle.call.remote(name, args, kwargs, *self._stamp)
+            )
             return await await_response(response)
 
         try:
@@ -201,7 +225,8 @@ class RetryingCaller:
 
         def open_stream() -> DeploymentResponseGenerator[Any]:
             return cast(
-                "DeploymentResponseGenerator[Any]", handle.stream.remote(name, args, kwargs)
+                "DeploymentResponseGenerator[Any]",
+                handle.stream.remote(name, args, kwargs, *self._stamp),
             )
 
         try:
@@ -211,6 +236,7 @@ class RetryingCaller:
             raise unwrap(exc) from None
 
 
-def bound_target(app: Application, max_retries: int) -> CallTarget:
-    """What to bind into the caller: ``app``, which Ray turns into its handle, and the budget."""
-    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries)
+def bound_target(app: Application, max_retries: int, version: str | None = None) -> CallTarget:
+    """What to bind into the caller: ``app``, which Ray turns into its handle, the budget,
+    and the caller's version to stamp its calls with."""
+    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries, version)

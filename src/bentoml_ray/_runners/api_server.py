@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,6 +14,7 @@ from .._ingress.request_metrics import request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
+from .._replica.versions import CalleeRollout, ingress_ready
 from .call_placement import Placement
 from .http_app import error_body, is_api_route, service_app
 from .local_runner import LocalRunnerHandle
@@ -38,8 +40,11 @@ class APIServerDeployment:
         hub: CallTarget | None,
         embedded: dict[str, EmbeddedRunner],
         route_prefix: str,
+        rollout: CalleeRollout | None = None,
     ) -> None:
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
+        self.version = source.version
+        self.rollout = rollout
         self.svc: Any = load_service(source)
         self.route_prefix = route_prefix
         for runner in self.svc.runners:
@@ -49,10 +54,20 @@ class APIServerDeployment:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 
     def build_asgi_app(self) -> Starlette:
-        return runner_ingress(self.svc, self.route_prefix, self.hub)
+        rollout, hub, version = self.rollout, self.hub, self.version
+
+        async def ready() -> None:
+            await ingress_ready(rollout, hub, version)
+
+        return runner_ingress(self.svc, self.route_prefix, hub, ready)
 
 
-def runner_ingress(svc: Any, route_prefix: str, hub: HubLink | None = None) -> Starlette:
+def runner_ingress(
+    svc: Any,
+    route_prefix: str,
+    hub: HubLink | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
     """The public ingress of a loaded runner-based service (its runners' clients set)."""
     app = service_app(svc)
     tag = svc.tag
@@ -66,4 +81,5 @@ def runner_ingress(svc: Any, route_prefix: str, hub: HubLink | None = None) -> S
         direct=not app.user_middleware,  # the service's middlewares, and CORS
         metrics=request_metrics_spec(tag.name if tag else svc.name, tag.version if tag else None),
         hub=hub,
+        ready=ready,
     )

@@ -10,18 +10,28 @@ handles, through ``call`` and ``stream``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 
 from .._bento.source import BentoSource
+from .._defaults import DEPENDENCY_TIMEOUT_S
 from .._ingress.app import public_ingress
 from .._ingress.request_metrics import RequestMetricsSpec, request_counts, request_metrics_spec
 from .._ray_compat import replica_built_ingress
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
+from .._replica.versions import (
+    CalleeRollout,
+    IngressRollout,
+    check_caller,
+    ingress_ready,
+    report_load,
+    wait_for_ingress,
+)
 from .app_factory import RayServiceAppFactory
 from .loading import load_service
 
@@ -33,6 +43,11 @@ class ServiceHost:
     with its retry budget); ``hub`` is the application's hub (None outside Ray: tests and
     benchmarks host a service in a plain process). ``route_prefix`` is where
     the root's HTTP app is served; a dependency, never served over HTTP, has none.
+
+    A call carries its caller's Bento version and is refused if it is not this one
+    (``_replica.versions``). A dependency's ``traffic.timeout`` counts from when this replica
+    takes the call, as BentoML's server counts it, so a caller's wait for a replica to start
+    is not taken out of it.
     """
 
     def __init__(
@@ -45,6 +60,7 @@ class ServiceHost:
         route_prefix: str | None = None,
     ) -> None:
         self.route_prefix = route_prefix
+        self.version = source.version
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
         service = load_service(source, service_name, dependencies)
         self.factory = RayServiceAppFactory(
@@ -55,22 +71,28 @@ class ServiceHost:
         spec = None if route_prefix is not None else service_metrics_spec(service)
         self._counts = None if spec is None else request_counts(spec)
         self._paths = {name: api.route for name, api in service.apis.items()}
+        self._timeout_s = float(self.factory.timeout or DEPENDENCY_TIMEOUT_S)
 
-    async def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
+    ) -> Any:
+        check_caller(self.version, caller)
+        running = asyncio.wait_for(self.factory.call_api(name, args, kwargs), self._timeout_s)
         if self._counts is None:
-            return await self.factory.call_api(name, args, kwargs)
+            return await running
         path, status = self._paths[name], 500
         started = self._counts.started(path)
         try:
-            result = await self.factory.call_api(name, args, kwargs)
+            result = await running
             status = 200
             return result
         finally:
             self._counts.ended(path, status, started)
 
     async def stream(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
     ) -> AsyncGenerator[Any, None]:
+        check_caller(self.version, caller)
         path, status = self._paths[name], 500
         started = None if self._counts is None else self._counts.started(path)
         try:
@@ -91,12 +113,33 @@ class RootServiceDeployment(ServiceHost):
     the replica takes traffic only once that is done.
     """
 
+    def __init__(
+        self,
+        source: BentoSource,
+        dependencies: dict[str, CallTarget],
+        hub: CallTarget | None,
+        service_name: str,
+        batching: dict[str, dict[str, Any]],
+        route_prefix: str,
+        rollout: CalleeRollout | None = None,
+    ) -> None:
+        super().__init__(source, dependencies, hub, service_name, batching, route_prefix)
+        self.rollout = rollout
+
     def build_asgi_app(self) -> Starlette:
-        return service_ingress(self.factory, self.route_prefix or "/", self.hub)
+        rollout, hub, version = self.rollout, self.hub, self.version
+
+        async def ready() -> None:
+            await ingress_ready(rollout, hub, version)
+
+        return service_ingress(self.factory, self.route_prefix or "/", hub, ready)
 
 
 def service_ingress(
-    factory: RayServiceAppFactory, route_prefix: str, hub: HubLink | None = None
+    factory: RayServiceAppFactory,
+    route_prefix: str,
+    hub: HubLink | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     """The public ingress of a root service's app (BentoML's, as ``factory`` makes it)."""
     service = factory.service
@@ -111,6 +154,7 @@ def service_ingress(
         endpoint_for=factory.planned_endpoint,
         metrics=service_metrics_spec(service),
         hub=hub,
+        ready=ready,
     )
 
 
@@ -129,7 +173,8 @@ class DependencyServiceDeployment(ServiceHost):
 
     Ray Serve allows one ASGI ingress per application, so a dependency runs its BentoML
     app's lifespan itself: the constructor (async, which Ray Serve awaits) returns once the
-    service is instantiated and its startup hooks ran, so no call reaches it earlier.
+    service is instantiated and its startup hooks ran, so no call reaches it earlier. In a
+    rollout (``rollout``), it then waits for the ingress to finish its own.
     """
 
     async def __init__(  # type: ignore[misc]
@@ -139,11 +184,23 @@ class DependencyServiceDeployment(ServiceHost):
         hub: CallTarget | None,
         service_name: str,
         batching: dict[str, dict[str, Any]],
+        rollout: IngressRollout | None = None,
     ) -> None:
-        super().__init__(source, dependencies, hub, service_name, batching)
-        app = self.factory()
         self._lifespan = contextlib.AsyncExitStack()
-        await self._lifespan.enter_async_context(app.router.lifespan_context(app))
+        try:
+            super().__init__(source, dependencies, hub, service_name, batching)
+            app = self.factory()
+            await self._lifespan.enter_async_context(app.router.lifespan_context(app))
+        except Exception as exc:
+            await report_load(getattr(self, "hub", None), source.version, exc)
+            raise
+        await report_load(self.hub, self.version)
+        if rollout is not None:
+            try:
+                await wait_for_ingress(rollout, f"service {service_name!r}", self.hub, self.version)
+            except BaseException:
+                await self._lifespan.aclose()
+                raise
 
     async def __del__(self) -> None:
         # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.

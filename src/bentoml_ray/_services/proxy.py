@@ -9,8 +9,10 @@ with the same calling conventions, so the user's code runs unchanged:
 - ``dep.to_async.api(...)``: always awaitable (or an async iterator);
 - ``dep.to_sync.api(...)``: always blocking (or an iterator).
 
-A call waits at most the dependency's ``traffic.timeout``, as BentoML's client does, retries
-included: a call whose replica dies is sent again to another replica (``_replica.calls``).
+A call waits at most the dependency's ``traffic.timeout`` from when a replica takes it (the
+replica enforces it), plus the time a replica may need to start (``CALLEE_START_WAIT_S``),
+retries included: a call whose replica dies is sent again to another replica
+(``_replica.calls``).
 A proxy is made in the replica's constructor, on its event loop (blocking calls go through it).
 """
 
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from .._bentoml_internals import get_original_func
-from .._defaults import DEPENDENCY_TIMEOUT_S
+from .._defaults import CALLEE_START_WAIT_S, DEPENDENCY_TIMEOUT_S
 from .._replica.calls import CallTarget, RetryingCaller
 from .._replica.loop_bridge import LoopBridge
 
@@ -53,7 +55,8 @@ class ServiceProxy:
         self._bridge = LoopBridge()
         traffic = (service.config or {}).get("traffic") or {}
         # BentoML's client adds 1% to the service's timeout, so the service times out first.
-        self.timeout_s = float(traffic.get("timeout") or DEPENDENCY_TIMEOUT_S) * 1.01
+        timeout_s = float(traffic.get("timeout") or DEPENDENCY_TIMEOUT_S) * 1.01
+        self.timeout_s = timeout_s + CALLEE_START_WAIT_S
         self.to_async = _Calls(self, "async")
         self.to_sync = _Calls(self, "sync")
         self._default = _Calls(self, "default")

@@ -1,0 +1,220 @@
+"""Versions that never mix: how an application moves from one Bento version to the next.
+
+Ray replaces an application's deployments one by one, each on its own schedule, so during a
+rollout an old root replica may meet a new dependency replica, or the reverse, and a new
+root may come up in front of a dependency that cannot load. bentoml-ray adds three rules,
+with public Ray APIs only:
+
+- **Every call carries its caller's version**, and a callee of another version refuses it
+  (``OtherVersion``) before running anything. The caller sends it again after a short pause
+  (``_replica.calls``) until a replica of its own version takes it, within the call's own
+  deadline: an answer never combines versions. (All supported Rays.)
+- **The ingress of a new version takes traffic only once its callees of that version have
+  loaded** (``wait_for_callees``): each callee replica tells the application's hub how its
+  loading went, and a failure there fails the new ingress, naming it.
+- **A callee of a new version takes calls only once the ingress runs no older replica**
+  (``wait_for_ingress``). Where Ray keeps old replicas serving until new ones are ready
+  (``max_surge_percent``, Ray 2.60+), old callees so outlive the last old root, and a
+  broken version leaves the old one serving, whole.
+
+The order is therefore: callees load, the new ingress takes traffic, the old ingress drains,
+then the new callees take calls and the old ones stop. The new ingress's calls wait (refused
+by old callees) only for as long as the old ingress takes to drain its requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ray import serve
+
+from .._errors import BentoRayError
+
+if TYPE_CHECKING:
+    from .hub_link import HubLink
+
+logger = logging.getLogger("bentoml_ray")
+
+#: How often a replica waiting on a rollout asks Ray (and the hub) how it goes.
+POLL_S = 0.25
+#: How often an ingress replica tells the hub it takes traffic (``SERVING_LIVE_S`` there).
+SERVING_EVERY_S = 5.0
+
+
+class OtherVersion(Exception):
+    """Raised by a callee for a call from a replica of another Bento version."""
+
+
+def check_caller(own: str, caller: str | None) -> None:
+    """Refuse a call whose caller runs another version (None: an unversioned caller)."""
+    if caller is not None and caller != own:
+        raise OtherVersion(f"this replica runs {own}; the call came from {caller}")
+
+
+@dataclass(frozen=True)
+class IngressRollout:
+    """What a callee waits for after it loaded: the application's ingress deployment."""
+
+    ingress: str
+
+
+@dataclass(frozen=True)
+class CalleeRollout:
+    """What an ingress waits for before it takes traffic: its callees' deployments."""
+
+    callees: tuple[str, ...]
+
+
+def _name(state: object) -> str:
+    """An enum member's value (Ray's states are ``str`` enums), else the object as text."""
+    return str(getattr(state, "value", state))
+
+
+def _deployment_states(names: tuple[str, ...]) -> dict[str, _State]:
+    """Each deployment's status, its replicas by state, and Ray's message about it."""
+    app = serve.status().applications.get(serve.get_replica_context().app_name)
+    states = {}
+    for name in names:
+        overview = None if app is None else app.deployments.get(name)
+        if overview is not None:
+            replicas = {_name(state): count for state, count in overview.replica_states.items()}
+            states[name] = _State(_name(overview.status), replicas, overview.message)
+    return states
+
+
+@dataclass(frozen=True)
+class _State:
+    status: str = ""
+    replicas: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+
+
+async def report_load(
+    hub: HubLink | None, version: str, error: BaseException | None = None
+) -> None:
+    """Tell the hub that this replica loaded ``version`` (or failed to, with ``error``)."""
+    if hub is None:
+        return
+    deployment = serve.get_replica_context().deployment
+    text = "" if error is None else f"{type(error).__name__}: {error}"
+    try:
+        await asyncio.wait_for(hub.call("loaded", deployment, version, text), POLL_S * 8)
+    except Exception as exc:  # the hub restarting: the ingress also reads Ray's status
+        logger.debug("Could not tell the hub how loading went (%s).", exc)
+
+
+async def wait_for_ingress(
+    rollout: IngressRollout, what: str, hub: HubLink | None, version: str
+) -> None:
+    """Return once the ingress's replicas that take traffic all run ``version``; raise if the
+    ingress of ``version`` failed.
+
+    Called by a callee's replica after it loaded, before its constructor returns. Nothing
+    is waited for when the ingress runs no replica yet (a first deploy) or is not rolling
+    out (a callee replica replaced or added later). An old ingress replica that Ray is
+    stopping takes no new requests, though it may be held open a while (30 s in Ray's
+    high-throughput mode, for load balancers): the ingress replicas of ``version`` say
+    they take traffic to the hub (``announce_serving``), and once they are all that Ray
+    reports running, the wait is over. The load is told to the hub again on each round, in
+    case the hub itself was replaced meanwhile.
+    """
+    waited = False
+    while True:
+        states = await asyncio.to_thread(_deployment_states, (rollout.ingress,))
+        state = states.get(rollout.ingress, _State())
+        if state.status == "DEPLOY_FAILED":
+            raise BentoRayError(
+                f"{what} of this version will not take calls: the application's ingress "
+                f"{rollout.ingress!r} failed to deploy, and the previous version keeps "
+                f"serving. Ray says: {state.message}"
+            )
+        running = state.replicas.get("RUNNING", 0)
+        if (
+            running == 0
+            or state.status != "UPDATING"
+            or (
+                not state.replicas.get("STARTING")
+                and await _serving_count(hub, rollout.ingress, version) >= running
+            )
+        ):
+            if waited:
+                logger.info("%s: the ingress runs this version only; taking calls.", what)
+            return
+        if not waited:
+            logger.info("%s: loaded; waiting for the ingress to run this version.", what)
+            waited = True
+        await asyncio.sleep(POLL_S)
+        await report_load(hub, version)
+
+
+async def _serving_count(hub: HubLink | None, ingress: str, version: str) -> int:
+    """How many replicas of ``ingress`` at ``version`` take traffic, as the hub heard."""
+    if hub is None:
+        return 0
+    try:
+        count = await asyncio.wait_for(hub.call("serving_count", ingress, version), POLL_S * 8)
+    except Exception:  # the hub restarting: Ray's status decides
+        return 0
+    return int(count)
+
+
+async def announce_serving(hub: HubLink | None, version: str) -> None:
+    """Tell the hub, every ``SERVING_EVERY_S``, that this ingress replica takes traffic."""
+    if hub is None:
+        return
+    deployment = serve.get_replica_context().deployment
+    while True:
+        with contextlib.suppress(Exception):  # the hub restarting: say it again later
+            said = hub.call("serving", deployment, version, hub.replica)
+            await asyncio.wait_for(said, POLL_S * 8)
+        await asyncio.sleep(SERVING_EVERY_S)
+
+
+async def ingress_ready(rollout: CalleeRollout | None, hub: HubLink | None, version: str) -> None:
+    """What an ingress replica awaits before it takes traffic (its lifespan's ``ready``):
+    its callees of ``version`` loaded; then it says it serves, from then on."""
+    if rollout is not None:
+        await wait_for_callees(rollout, hub, version)
+    task = asyncio.get_running_loop().create_task(announce_serving(hub, version))
+    _ANNOUNCERS.add(task)
+    task.add_done_callback(_ANNOUNCERS.discard)
+
+
+#: The running ``announce_serving`` tasks (the loop keeps only weak references).
+_ANNOUNCERS: set[asyncio.Task[None]] = set()
+
+
+async def wait_for_callees(rollout: CalleeRollout, hub: HubLink | None, version: str) -> None:
+    """Return once every callee loaded ``version``; raise, naming it, if one failed to.
+
+    A callee counts as loaded when the hub says so, or when Ray says its deployment is not
+    rolling out (a replica added later, with the callees long settled).
+    """
+    while True:
+        reports: dict[str, str | None] = {}
+        if hub is not None:
+            with contextlib.suppress(Exception):  # the hub restarting: Ray's status decides
+                asked = hub.call("rollout", version, list(rollout.callees))
+                reports = await asyncio.wait_for(asked, POLL_S * 8)
+        failed = {name: error for name, error in reports.items() if error}
+        pending = tuple(name for name in rollout.callees if reports.get(name) != "")
+        states = await asyncio.to_thread(_deployment_states, pending) if pending else {}
+        for name in pending:
+            state = states.get(name, _State())
+            if state.status == "DEPLOY_FAILED":
+                failed.setdefault(name, state.message)
+        if failed:
+            raise BentoRayError(
+                "This version's ingress will not take traffic: "
+                + "; ".join(
+                    f"deployment {name!r} failed to load: {e}" for name, e in failed.items()
+                )
+                + ". The previous version, if one runs, keeps serving."
+            )
+        if all(states.get(name, _State()).status not in ("UPDATING", "") for name in pending):
+            return
+        await asyncio.sleep(POLL_S)
