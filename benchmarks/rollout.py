@@ -133,9 +133,9 @@ print(json.dumps(rollout.steps({tags!r})))
 def steps(tags: dict[str, str]) -> dict[str, Any]:
     import ray
     from ray import serve
+    from run import free_port
 
     import bentoml_ray
-    from run import free_port
 
     port = free_port()
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)

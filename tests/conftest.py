@@ -129,7 +129,6 @@ BENTO_SOURCES = {
     "fault_probe_bento": FIXTURES / "fault_probe",
     "counted_bento": FIXTURES / "counted_service",
     # Second versions, for the tests that deploy a newer version of a running Bento.
-    "iris_v2_bento": EXAMPLES / "iris_classifier",
     "counted_v2_bento": FIXTURES / "counted_service",
     "versioned_bento": FIXTURES / "versioned_pair",
     "versioned_v2_bento": FIXTURES / "versioned_pair",
@@ -160,8 +159,6 @@ def start_bento_builds(items: list[pytest.Item]) -> None:
         for name in sorted(getattr(item, "fixturenames", ()), key=lambda n: "_v2_" in n)
         if name in BENTO_SOURCES
     )
-    if "iris_v2_bento" in wanted:
-        wanted = {"iris_bento": None, **wanted}
     for name in wanted:
         BENTO_BUILDS[name] = _BUILD_POOL.submit(_build, name)
 
@@ -170,8 +167,6 @@ def _build(name: str) -> str:
     source = BENTO_SOURCES[name]
     if name == "iris_bento":
         train_iris()  # the model the iris Bento packs
-    elif name == "iris_v2_bento":
-        BENTO_BUILDS["iris_bento"].result()  # packs the same model; submitted, so started, first
     if name in SOURCE_EDITS:
         old, new = SOURCE_EDITS[name]
         source = pathlib.Path(shutil.copytree(source, _SOURCE_COPIES / name))
@@ -246,12 +241,6 @@ def fault_probe_bento(bento_builds: dict[str, Future[str]]) -> str:
 def counted_bento(bento_builds: dict[str, Future[str]]) -> str:
     """tests/fixtures/counted_service: a metric made at import, tasks, a version."""
     return bento_builds["counted_bento"].result()
-
-
-@pytest.fixture(scope="session")
-def iris_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
-    """A second version of the iris example (the same source, built again)."""
-    return bento_builds["iris_v2_bento"].result()
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,9 @@ def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
             with pytest.raises(RuntimeError) as raised:
                 run(versioned_broken_bento)
             took["broken"] = time.monotonic() - start
-            assert "Back cannot load its model" in str(raised.value)
+            assert "'Back'" in str(raised.value)  # Ray names the deployment; its status, why
+            back = serve.status().applications[app].deployments["Back"].message
+            assert "Back cannot load its model" in back, back
             if SURGES:  # the old version, whole, answered throughout
                 assert answer() == {"front": "2", "back": "2"}
                 load.wait_for(len(load.outcomes) + AROUND)

@@ -17,8 +17,12 @@ from ray.exceptions import ActorDiedError, RayTaskError
 from bentoml_ray._bento.source import BentoSource
 from bentoml_ray._hub.deployment import HubDeployment
 from bentoml_ray._replica import calls
-from bentoml_ray._replica.calls import CallTarget, RetryingCaller, call_with_retries
-from bentoml_ray._replica.calls import stream_with_retries
+from bentoml_ray._replica.calls import (
+    CallTarget,
+    RetryingCaller,
+    call_with_retries,
+    stream_with_retries,
+)
 from bentoml_ray._replica.versions import OtherVersion, check_caller
 
 
