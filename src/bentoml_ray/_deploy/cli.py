@@ -40,6 +40,7 @@ from click.core import ParameterSource
 from .. import __version__
 from .._errors import BentoRayError, InvalidArgument
 from .._ray_compat import check_environment, ray_version
+from .._replica.versions import state_name as _name
 from .kuberay import manifest_yaml, rayservice_manifest
 from .options_file import read_map_api_options, read_options_file
 from .serve_config import config_of_plan, config_yaml, plan_application
@@ -581,11 +582,6 @@ def batch_command(
     finally:
         ray.shutdown()
     click.echo(f"Wrote the answers of {api!r} to {output_path} ({target_format}).")
-
-
-def _name(value: Any) -> str:
-    """An enum member's value (Ray's statuses are str enums), or the value itself."""
-    return str(getattr(value, "value", value))
 
 
 def _replicas(states: dict[Any, int]) -> str:

@@ -12,14 +12,14 @@ with public Ray APIs only:
 - **The ingress of a new version takes traffic only once its callees of that version have
   loaded** (``wait_for_callees``): each callee replica tells the application's hub how its
   loading went, and a failure there fails the new ingress, naming it.
-- **A callee of a new version takes calls only once the ingress runs no older replica**
-  (``wait_for_ingress``). Where Ray keeps old replicas serving until new ones are ready
-  (``max_surge_percent``, Ray 2.60+), old callees so outlive the last old root, and a
-  broken version leaves the old one serving, whole.
+- **A callee of a new version takes calls only once every ingress replica that takes
+  traffic runs that version** (``wait_for_ingress``). Where Ray keeps old replicas serving
+  until new ones are ready (``max_surge_percent``, Ray 2.60+), old callees so outlive the
+  last old root that gets requests, and a broken version leaves the old one serving, whole.
 
-The order is therefore: callees load, the new ingress takes traffic, the old ingress drains,
-then the new callees take calls and the old ones stop. The new ingress's calls wait (refused
-by old callees) only for as long as the old ingress takes to drain its requests.
+The order is therefore: callees load, the new ingress takes traffic, the old ingress stops
+taking it, then the new callees take calls and the old ones stop. The new ingress's calls
+wait (refused by old callees) only for the moments between.
 """
 
 from __future__ import annotations
@@ -69,9 +69,18 @@ class CalleeRollout:
     callees: tuple[str, ...]
 
 
-def _name(state: object) -> str:
+def state_name(state: object) -> str:
     """An enum member's value (Ray's states are ``str`` enums), else the object as text."""
     return str(getattr(state, "value", state))
+
+
+@dataclass(frozen=True)
+class _State:
+    """A deployment as ``serve.status()`` shows it."""
+
+    status: str = ""
+    replicas: dict[str, int] = field(default_factory=dict)
+    message: str = ""
 
 
 def _deployment_states(names: tuple[str, ...]) -> dict[str, _State]:
@@ -81,16 +90,11 @@ def _deployment_states(names: tuple[str, ...]) -> dict[str, _State]:
     for name in names:
         overview = None if app is None else app.deployments.get(name)
         if overview is not None:
-            replicas = {_name(state): count for state, count in overview.replica_states.items()}
-            states[name] = _State(_name(overview.status), replicas, overview.message)
+            replicas = {
+                state_name(state): count for state, count in overview.replica_states.items()
+            }
+            states[name] = _State(state_name(overview.status), replicas, overview.message)
     return states
-
-
-@dataclass(frozen=True)
-class _State:
-    status: str = ""
-    replicas: dict[str, int] = field(default_factory=dict)
-    message: str = ""
 
 
 async def report_load(
