@@ -489,11 +489,17 @@ def test_deploy_status_delete_on_a_cluster(
         lines = text.splitlines()
         for app in apps:
             assert f"{app}: RUNNING" in lines, text
-        assert "  iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING)" in lines, text
+        # Each replica says which Bento version it serves (the hub is no Bento's).
+        runner_line = (
+            f"  iris_classifier.runner.iris_clf: HEALTHY (1 RUNNING) serving {iris_bento} (1)"
+        )
+        assert runner_line in lines, text
+        assert any(line.endswith(".hub: HEALTHY (1 RUNNING)") for line in lines), text
         status = json.loads(as_json)["applications"]["cli_cfg"]
         assert status["status"] == "RUNNING", status
         assert status["deployments"]["iris_classifier"] == {
-            "status": "HEALTHY", "message": "", "replicas": {"RUNNING": 1}
+            "status": "HEALTHY", "message": "", "replicas": {"RUNNING": 1},
+            "versions": {iris_bento: 1},
         }  # fmt: skip
 
         deletes = [_cli(ray_cluster, "delete", name) for name in (*apps, "no_such_app")]

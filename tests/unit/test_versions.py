@@ -148,3 +148,19 @@ def test_a_bento_s_version_is_its_tag_and_an_import_string_s_its_build() -> None
     second = BentoSource("service:Front", "/src", "service:Front")
     assert first.version.startswith("service:Front@") and first.version != second.version
     assert first == second  # the build tells deploys apart, not the recipe
+
+
+def test_the_hub_counts_the_replicas_serving_each_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bentoml_ray._hub import deployment as hub_module
+
+    now = [1000.0]
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: now[0])
+    hub = HubDeployment()
+    hub.serving("Front", "pair:v1", "Front#a")
+    hub.serving("Front", "pair:v2", "Front#b")
+    hub.serving("Back", "pair:v1", "Back#c")
+    assert hub.serving_count("Front", "pair:v2") == 1
+    assert hub.versions() == {"Front": {"pair:v1": 1, "pair:v2": 1}, "Back": {"pair:v1": 1}}
+    now[0] += hub_module.SERVING_LIVE_S + 1  # v1's replicas stopped saying so: gone
+    hub.serving("Front", "pair:v2", "Front#b")
+    assert hub.versions() == {"Front": {"pair:v2": 1}}

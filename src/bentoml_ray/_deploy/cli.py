@@ -313,25 +313,27 @@ def _show_progress(app: Any, shown: dict[str, str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @_user_errors
 def status_command(address: str | None, as_json: bool) -> None:
-    """Print each Serve application's status, its deployments' and their replicas."""
+    """Print each Serve application's status, its deployments' and their replicas, and
+    which Bento version those replicas serve."""
     _connect(address)
     from ray import serve
 
-    applications: dict[str, dict[str, Any]] = {
-        name: {
-            "status": _name(app.status),
-            "message": app.message,
+    applications: dict[str, dict[str, Any]] = {}
+    for name, overview in serve.status().applications.items():
+        versions = _replica_versions(name, list(overview.deployments))
+        applications[name] = {
+            "status": _name(overview.status),
+            "message": overview.message,
             "deployments": {
                 dep_name: {
                     "status": _name(dep.status),
                     "message": dep.message,
                     "replicas": {_name(state): n for state, n in dep.replica_states.items()},
+                    "versions": versions.get(dep_name, {}),
                 }
-                for dep_name, dep in app.deployments.items()
+                for dep_name, dep in overview.deployments.items()
             },
         }
-        for name, app in serve.status().applications.items()
-    }
     if as_json:
         click.echo(json.dumps({"applications": applications}, indent=2))
         return
@@ -341,8 +343,30 @@ def status_command(address: str | None, as_json: bool) -> None:
         click.echo(f"{name}: {app['status']}" + (f" - {app['message']}" if app["message"] else ""))
         for dep_name, dep in app["deployments"].items():
             replicas = ", ".join(f"{n} {state}" for state, n in dep["replicas"].items())
-            message = f" - {dep['message']}" if dep["message"] else ""
-            click.echo(f"  {dep_name}: {dep['status']} ({replicas or 'no replicas'}){message}")
+            serving = ", ".join(f"{version} ({n})" for version, n in dep["versions"].items())
+            click.echo(
+                f"  {dep_name}: {dep['status']} ({replicas or 'no replicas'})"
+                + (f" serving {serving}" if serving else "")
+                + (f" - {dep['message']}" if dep["message"] else "")
+            )
+
+
+def _replica_versions(app: str, deployments: list[str]) -> dict[str, dict[str, int]]:
+    """The Bento versions an application's replicas serve, by deployment, as its hub heard
+    them; empty for an application that has no hub (not bentoml-ray's) or does not answer."""
+    from ray import serve
+
+    hubs = [name for name in deployments if name.endswith(".hub")]
+    if len(hubs) != 1:
+        return {}
+    try:
+        handle = serve.get_deployment_handle(hubs[0], app_name=app)
+        versions: dict[str, dict[str, int]] = handle.call.remote("versions", (), {}).result(
+            timeout_s=10
+        )
+    except Exception:  # the hub restarting, or another application's deployment
+        return {}
+    return versions
 
 
 @main.command("delete")

@@ -12,7 +12,7 @@ from .exposition import Family
 from .metrics_board import MetricsBoard
 from .task_board import TaskBoard
 
-#: A replica that has not said it takes traffic for this long is taken for gone
+#: A replica that has not said it serves for this long is taken for gone
 #: (``_replica.versions.SERVING_EVERY_S`` is how often it says so).
 SERVING_LIVE_S = 15.0
 
@@ -28,7 +28,8 @@ class HubDeployment:
     #: What a replica may call, through ``call(name, args, kwargs)`` as any callee.
     METHODS = frozenset(
         {"poll", "report", "scrape", "new_task", "task_status", "task_result",
-         "set_task_result", "cancel_task", "loaded", "rollout", "serving", "serving_count"}
+         "set_task_result", "cancel_task", "loaded", "rollout", "serving", "serving_count",
+         "versions"}
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -114,7 +115,7 @@ class HubDeployment:
         return {name: self.loads.get((name, version)) for name in deployments}
 
     def serving(self, deployment: str, version: str, replica: str) -> None:
-        """``replica`` of ``deployment`` takes traffic at ``version`` (said every few seconds)."""
+        """``replica`` of ``deployment`` serves ``version`` (said every few seconds)."""
         self._serving.setdefault((deployment, version), {})[replica] = time.monotonic()
 
     def serving_count(self, deployment: str, version: str) -> int:
@@ -124,3 +125,12 @@ class HubDeployment:
         for replica in [r for r, at in heard.items() if at < since]:
             del heard[replica]
         return len(heard)
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        """Replicas serving, by deployment, then by Bento version (``bentoml-ray status``)."""
+        counts: dict[str, dict[str, int]] = {}
+        for deployment, version in list(self._serving):
+            count = self.serving_count(deployment, version)
+            if count:
+                counts.setdefault(deployment, {})[version] = count
+        return counts

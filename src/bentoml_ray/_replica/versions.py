@@ -166,10 +166,7 @@ async def _serving_count(hub: HubLink | None, ingress: str, version: str) -> int
     return int(count)
 
 
-async def announce_serving(hub: HubLink | None, version: str) -> None:
-    """Tell the hub, every ``SERVING_EVERY_S``, that this ingress replica takes traffic."""
-    if hub is None:
-        return
+async def _announce_serving(hub: HubLink, version: str) -> None:
     deployment = serve.get_replica_context().deployment
     while True:
         with contextlib.suppress(Exception):  # the hub restarting: say it again later
@@ -178,14 +175,23 @@ async def announce_serving(hub: HubLink | None, version: str) -> None:
         await asyncio.sleep(SERVING_EVERY_S)
 
 
+def announce_serving(hub: HubLink | None, version: str) -> None:
+    """From now on, tell the hub every ``SERVING_EVERY_S`` that this replica serves
+    ``version``: the callees' wait on the ingress counts these, and ``bentoml-ray status``
+    shows them."""
+    if hub is None:
+        return
+    task = asyncio.get_running_loop().create_task(_announce_serving(hub, version))
+    _ANNOUNCERS.add(task)
+    task.add_done_callback(_ANNOUNCERS.discard)
+
+
 async def ingress_ready(rollout: CalleeRollout | None, hub: HubLink | None, version: str) -> None:
     """What an ingress replica awaits before it takes traffic (its lifespan's ``ready``):
     its callees of ``version`` loaded; then it says it serves, from then on."""
     if rollout is not None:
         await wait_for_callees(rollout, hub, version)
-    task = asyncio.get_running_loop().create_task(announce_serving(hub, version))
-    _ANNOUNCERS.add(task)
-    task.add_done_callback(_ANNOUNCERS.discard)
+    announce_serving(hub, version)
 
 
 #: The running ``announce_serving`` tasks (the loop keeps only weak references).

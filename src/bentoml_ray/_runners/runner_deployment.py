@@ -15,7 +15,13 @@ from typing import Any
 from .._bento.source import BentoSource
 from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
-from .._replica.versions import IngressRollout, check_caller, report_load, wait_for_ingress
+from .._replica.versions import (
+    IngressRollout,
+    announce_serving,
+    check_caller,
+    report_load,
+    wait_for_ingress,
+)
 from .call_placement import Placement
 from .local_runner import LocalRunnerHandle
 from .service import load_service
@@ -45,6 +51,7 @@ class RunnerDeployment:
         await report_load(self.hub, self.version)
         if rollout is not None:  # in a rollout, the ingress goes first
             await wait_for_ingress(rollout, f"runner {runner_name!r}", self.hub, self.version)
+        announce_serving(self.hub, self.version)
 
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None

@@ -27,6 +27,7 @@ from .._replica.hub_link import HubLink
 from .._replica.versions import (
     CalleeRollout,
     IngressRollout,
+    announce_serving,
     check_caller,
     ingress_ready,
     report_load,
@@ -201,6 +202,7 @@ class DependencyServiceDeployment(ServiceHost):
             except BaseException:
                 await self._lifespan.aclose()
                 raise
+        announce_serving(self.hub, self.version)
 
     async def __del__(self) -> None:
         # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.
