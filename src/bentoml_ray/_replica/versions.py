@@ -19,7 +19,9 @@ with public Ray APIs only:
 
 The order is therefore: callees load, the new ingress takes traffic, the old ingress stops
 taking it, then the new callees take calls and the old ones stop. The new ingress's calls
-wait (refused by old callees) only for the moments between.
+wait (refused by old callees) only for the moments between. (So a root whose startup hook
+calls a dependency cannot start during an upgrade: that call waits for the new dependency,
+which waits for the root. The call times out and the old version keeps serving.)
 """
 
 from __future__ import annotations
