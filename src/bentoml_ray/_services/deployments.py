@@ -175,7 +175,7 @@ class DependencyServiceDeployment(ServiceHost):
     Ray Serve allows one ASGI ingress per application, so a dependency runs its BentoML
     app's lifespan itself: the constructor (async, which Ray Serve awaits) returns once the
     service is instantiated and its startup hooks ran, so no call reaches it earlier. In a
-    rollout (``rollout``), it then waits for the ingress to finish its own.
+    rollout (``rollout``), it then waits until the ingress serves only its version.
     """
 
     async def __init__(  # type: ignore[misc]
