@@ -27,10 +27,10 @@ which waits for the root. The call times out and the old version keeps serving.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
@@ -43,8 +43,11 @@ logger = logging.getLogger("bentoml_ray")
 
 #: How often a replica waiting on a rollout asks Ray (and the hub) how it goes.
 POLL_S = 0.25
-#: How often an ingress replica tells the hub it takes traffic (``SERVING_LIVE_S`` there).
+#: How often a replica tells the hub it serves (``SERVING_LIVE_S`` there).
 SERVING_EVERY_S = 5.0
+#: How long a replica waits for the hub's answer before it goes on without (the hub
+#: may be starting, or replaced in the same rollout).
+HUB_WAIT_S = 1.0
 
 
 class OtherVersion(Exception):
@@ -102,15 +105,40 @@ def _deployment_states(names: tuple[str, ...]) -> dict[str, _State]:
 async def report_load(
     hub: HubLink | None, version: str, error: BaseException | None = None
 ) -> None:
-    """Tell the hub that this replica loaded ``version`` (or failed to, with ``error``)."""
+    """Tell the hub that this replica loaded ``version`` (or failed to, with ``error``).
+
+    A success is told in the background: a constructor does not wait for a hub that is
+    still starting (the ingress then reads Ray's status). A failure is waited for, briefly,
+    since the replica is about to end.
+    """
     if hub is None:
         return
     deployment = serve.get_replica_context().deployment
     text = "" if error is None else f"{type(error).__name__}: {error}"
+    told = _ask(hub, "loaded", deployment, version, text)
+    if error is None:
+        _in_background(told)
+    else:
+        await told
+
+
+async def _ask(hub: HubLink, method: str, *args: Any) -> Any:
+    """Hub method ``method``'s answer; None if the hub does not answer soon (restarting)."""
     try:
-        await asyncio.wait_for(hub.call("loaded", deployment, version, text), POLL_S * 8)
-    except Exception as exc:  # the hub restarting: the ingress also reads Ray's status
-        logger.debug("Could not tell the hub how loading went (%s).", exc)
+        return await asyncio.wait_for(hub.call(method, *args), HUB_WAIT_S)
+    except Exception as exc:
+        logger.debug("The hub did not answer %s (%s).", method, exc)
+        return None
+
+
+def _in_background(work: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+#: The hub calls running in the background (the loop keeps only weak references).
+_BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
 async def wait_for_ingress(
@@ -154,26 +182,19 @@ async def wait_for_ingress(
             logger.info("%s: loaded; waiting for the ingress to run this version.", what)
             waited = True
         await asyncio.sleep(POLL_S)
-        await report_load(hub, version)
+        await report_load(hub, version)  # again, in case the hub was replaced meanwhile
 
 
 async def _serving_count(hub: HubLink | None, ingress: str, version: str) -> int:
-    """How many replicas of ``ingress`` at ``version`` take traffic, as the hub heard."""
-    if hub is None:
-        return 0
-    try:
-        count = await asyncio.wait_for(hub.call("serving_count", ingress, version), POLL_S * 8)
-    except Exception:  # the hub restarting: Ray's status decides
-        return 0
-    return int(count)
+    """How many replicas of ``ingress`` at ``version`` serve, as the hub heard (0: no word)."""
+    count = None if hub is None else await _ask(hub, "serving_count", ingress, version)
+    return int(count or 0)
 
 
 async def _announce_serving(hub: HubLink, version: str) -> None:
     deployment = serve.get_replica_context().deployment
     while True:
-        with contextlib.suppress(Exception):  # the hub restarting: say it again later
-            said = hub.call("serving", deployment, version, hub.replica)
-            await asyncio.wait_for(said, POLL_S * 8)
+        await _ask(hub, "serving", deployment, version, hub.replica)
         await asyncio.sleep(SERVING_EVERY_S)
 
 
@@ -181,11 +202,8 @@ def announce_serving(hub: HubLink | None, version: str) -> None:
     """From now on, tell the hub every ``SERVING_EVERY_S`` that this replica serves
     ``version``: the callees' wait on the ingress counts these, and ``bentoml-ray status``
     shows them."""
-    if hub is None:
-        return
-    task = asyncio.get_running_loop().create_task(_announce_serving(hub, version))
-    _ANNOUNCERS.add(task)
-    task.add_done_callback(_ANNOUNCERS.discard)
+    if hub is not None:
+        _in_background(_announce_serving(hub, version))
 
 
 async def ingress_ready(rollout: CalleeRollout | None, hub: HubLink | None, version: str) -> None:
@@ -196,37 +214,31 @@ async def ingress_ready(rollout: CalleeRollout | None, hub: HubLink | None, vers
     announce_serving(hub, version)
 
 
-#: The running ``announce_serving`` tasks (the loop keeps only weak references).
-_ANNOUNCERS: set[asyncio.Task[None]] = set()
-
-
 async def wait_for_callees(rollout: CalleeRollout, hub: HubLink | None, version: str) -> None:
     """Return once every callee loaded ``version``; raise, naming it, if one failed to.
 
-    A callee counts as loaded when the hub says so, or when Ray says its deployment is not
-    rolling out (a replica added later, with the callees long settled).
+    A callee counts as loaded when Ray says its deployment is not rolling out (a first
+    deploy's callees once they run, or a replica added later), or when the hub heard that
+    it loaded ``version`` (in a rollout, where a loaded callee waits for this ingress).
     """
-    while True:
-        reports: dict[str, str | None] = {}
-        if hub is not None:
-            with contextlib.suppress(Exception):  # the hub restarting: Ray's status decides
-                asked = hub.call("rollout", version, list(rollout.callees))
-                reports = await asyncio.wait_for(asked, POLL_S * 8)
-        failed = {name: error for name, error in reports.items() if error}
-        pending = tuple(name for name in rollout.callees if reports.get(name) != "")
-        states = await asyncio.to_thread(_deployment_states, pending) if pending else {}
-        for name in pending:
-            state = states.get(name, _State())
-            if state.status == "DEPLOY_FAILED":
-                failed.setdefault(name, state.message)
+    while rollout.callees:
+        states = await asyncio.to_thread(_deployment_states, rollout.callees)
+        failed = {name: s.message for name, s in states.items() if s.status == "DEPLOY_FAILED"}
+        pending = [
+            name
+            for name in rollout.callees
+            if name not in failed and states.get(name, _State()).status in ("UPDATING", "")
+        ]
+        if pending and hub is not None and not failed:
+            reports = await _ask(hub, "rollout", version, pending) or {}
+            failed.update({name: error for name, error in reports.items() if error})
+            pending = [name for name in pending if reports.get(name) != ""]
         if failed:
+            which = "; ".join(f"deployment {name!r}: {error}" for name, error in failed.items())
             raise BentoRayError(
-                "This version's ingress will not take traffic: "
-                + "; ".join(
-                    f"deployment {name!r} failed to load: {e}" for name, e in failed.items()
-                )
-                + ". The previous version, if one runs, keeps serving."
+                f"This version's ingress will not take traffic, since a deployment it calls "
+                f"failed to load ({which}). The previous version, if one runs, keeps serving."
             )
-        if all(states.get(name, _State()).status not in ("UPDATING", "") for name in pending):
+        if not pending:
             return
         await asyncio.sleep(POLL_S)
