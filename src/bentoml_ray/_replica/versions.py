@@ -206,6 +206,17 @@ def announce_serving(hub: HubLink | None, version: str) -> None:
         _in_background(_announce_serving(hub, version))
 
 
+async def callee_loaded(
+    rollout: IngressRollout | None, what: str, hub: HubLink | None, version: str
+) -> None:
+    """What a callee's replica does once it loaded, before its constructor returns: tell
+    the hub, wait for the ingress in a rollout, then say it serves from then on."""
+    await report_load(hub, version)
+    if rollout is not None:
+        await wait_for_ingress(rollout, what, hub, version)
+    announce_serving(hub, version)
+
+
 async def ingress_ready(rollout: CalleeRollout | None, hub: HubLink | None, version: str) -> None:
     """What an ingress replica awaits before it takes traffic (its lifespan's ``ready``):
     its callees of ``version`` loaded; then it says it serves, from then on."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,12 +55,8 @@ class APIServerDeployment:
                 runner.init_client(RayRunnerHandle, runners[runner.name])
 
     def build_asgi_app(self) -> Starlette:
-        rollout, hub, version = self.rollout, self.hub, self.version
-
-        async def ready() -> None:
-            await ingress_ready(rollout, hub, version)
-
-        return runner_ingress(self.svc, self.route_prefix, hub, ready)
+        ready = functools.partial(ingress_ready, self.rollout, self.hub, self.version)
+        return runner_ingress(self.svc, self.route_prefix, self.hub, ready)
 
 
 def runner_ingress(

@@ -17,10 +17,9 @@ from .._replica.calls import CallTarget
 from .._replica.hub_link import HubLink
 from .._replica.versions import (
     IngressRollout,
-    announce_serving,
+    callee_loaded,
     check_caller,
     report_load,
-    wait_for_ingress,
 )
 from .call_placement import Placement
 from .local_runner import LocalRunnerHandle
@@ -48,10 +47,7 @@ class RunnerDeployment:
         except Exception as exc:
             await report_load(self.hub, self.version, exc)
             raise
-        await report_load(self.hub, self.version)
-        if rollout is not None:  # in a rollout, the ingress goes first
-            await wait_for_ingress(rollout, f"runner {runner_name!r}", self.hub, self.version)
-        announce_serving(self.hub, self.version)
+        await callee_loaded(rollout, f"runner {runner_name!r}", self.hub, self.version)
 
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -27,11 +28,10 @@ from .._replica.hub_link import HubLink
 from .._replica.versions import (
     CalleeRollout,
     IngressRollout,
-    announce_serving,
+    callee_loaded,
     check_caller,
     ingress_ready,
     report_load,
-    wait_for_ingress,
 )
 from .app_factory import RayServiceAppFactory
 from .loading import load_service
@@ -128,12 +128,8 @@ class RootServiceDeployment(ServiceHost):
         self.rollout = rollout
 
     def build_asgi_app(self) -> Starlette:
-        rollout, hub, version = self.rollout, self.hub, self.version
-
-        async def ready() -> None:
-            await ingress_ready(rollout, hub, version)
-
-        return service_ingress(self.factory, self.route_prefix or "/", hub, ready)
+        ready = functools.partial(ingress_ready, self.rollout, self.hub, self.version)
+        return service_ingress(self.factory, self.route_prefix or "/", self.hub, ready)
 
 
 def service_ingress(
@@ -195,14 +191,11 @@ class DependencyServiceDeployment(ServiceHost):
         except Exception as exc:
             await report_load(getattr(self, "hub", None), source.version, exc)
             raise
-        await report_load(self.hub, self.version)
-        if rollout is not None:
-            try:
-                await wait_for_ingress(rollout, f"service {service_name!r}", self.hub, self.version)
-            except BaseException:
-                await self._lifespan.aclose()
-                raise
-        announce_serving(self.hub, self.version)
+        try:
+            await callee_loaded(rollout, f"service {service_name!r}", self.hub, self.version)
+        except BaseException:
+            await self._lifespan.aclose()
+            raise
 
     async def __del__(self) -> None:
         # Ray Serve awaits an async ``__del__`` when the replica stops: shutdown hooks run.
