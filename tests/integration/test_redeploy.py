@@ -1,4 +1,5 @@
-"""New Bento versions under load: an upgrade, a version that cannot load, a rollback.
+"""New Bento versions under load (an upgrade, a version that cannot load, a rollback),
+and a dependency's first call from zero replicas.
 
 ``serve.run`` of the same application name with another version, while clients send
 requests. With ``deployment()``'s defaults (one replica per deployment), on a Ray with
@@ -21,7 +22,7 @@ from ray import serve
 import bentoml_ray
 from bentoml_ray._ray_compat import RAY_DEPLOYMENT_OPTIONS
 
-pytestmark = [pytest.mark.usefixtures("serve_url"), pytest.mark.compat, pytest.mark.ray_behaviour]
+pytestmark = pytest.mark.usefixtures("serve_url")
 
 #: Ray keeps old replicas until new ones are ready only where it takes this option.
 SURGES = "max_surge_percent" in RAY_DEPLOYMENT_OPTIONS
@@ -46,6 +47,8 @@ def _wait_gone(app: str, deployments: tuple[str, ...], old: set[str]) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.compat
+@pytest.mark.ray_behaviour
 def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
     serve_url: str, versioned_bento: str, versioned_v2_bento: str, versioned_broken_bento: str
 ) -> None:
@@ -120,3 +123,33 @@ def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
     if SURGES:  # an older Ray stops old replicas first: requests wait, some fail (README)
         assert not load.failures, load.summary()
         assert longest < 5.0, f"a request waited {longest:.1f} s"
+
+
+def test_a_dependency_at_zero_replicas_answers_its_first_call(
+    serve_url: str, versioned_bento: str
+) -> None:
+    """From zero replicas, the first call waits for ``Back`` to start (longer than its
+    2 s ``traffic.timeout``, which counts from when a replica takes the call) and answers."""
+    app = "from_zero"
+    zero = {
+        "autoscaling_config": {
+            "min_replicas": 0,
+            "initial_replicas": 0,
+            "max_replicas": 1,
+            "upscale_delay_s": 0,
+            "look_back_period_s": 15,  # longer than the handles' 10 s metrics push
+        }
+    }
+    serve.run(bentoml_ray.deployment(versioned_bento, {}, {"Back": zero}), name=app,
+              route_prefix=f"/{app}")  # fmt: skip
+    try:
+        assert not replica_actor_names(app, "Back")
+        start = time.monotonic()
+        response = httpx.post(f"{serve_url}/{app}/versions", json={}, timeout=60)
+        took = time.monotonic() - start
+        assert response.status_code == 200, response.text
+        assert response.json() == {"front": "1", "back": "1"}
+        assert took > 2.0, f"answered in {took:.1f} s: was Back at zero replicas?"
+        print(f"\n[from zero] the first call to Back answered in {took:.1f} s")
+    finally:
+        serve.delete(app)

@@ -178,7 +178,10 @@ class RetryingCaller:
 
     def __init__(self, target: CallTarget, what: str) -> None:
         self._handle = target.handle
-        self._stream_handle = target.handle.options(stream=True)
+        #: Made on first use: ``options()`` initialises the handle's router, and a router
+        #: made in the replica's constructor missed Ray's at-once scale-from-zero signal
+        #: (a callee at zero replicas then waited for the next 10 s metrics push).
+        self._stream_handle: DeploymentHandle[Any] | None = None
         self._max_retries = target.max_retries
         self._what = what
         #: The caller's version, as the callee's ``call`` and ``stream`` take it last.
@@ -191,15 +194,19 @@ class RetryingCaller:
 
         Ray's routers (model multiplexing, session affinity) see only what a handle carries.
         """
+        base = self._handle
+        if stream:
+            if self._stream_handle is None:
+                self._stream_handle = self._handle.options(stream=True)
+            base = self._stream_handle
         model_id, session_id = routing_signals()
         if not model_id and not session_id:
-            return self._stream_handle if stream else self._handle
+            return base
         key = (stream, model_id, session_id)
         handle = self._routed.get(key)
         if handle is None:
             if len(self._routed) >= ROUTED_HANDLES_KEPT:
                 self._routed.clear()  # many sessions: start again rather than grow
-            base = self._stream_handle if stream else self._handle
             options: dict[str, Any] = handle_routing_options(model_id, session_id)
             handle = self._routed[key] = base.options(**options)
         return handle
