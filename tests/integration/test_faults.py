@@ -64,9 +64,11 @@ def _report(what: str, load: Load, killed_at: float, replaced_s: float | None = 
     hit = [o for o in load.outcomes if o.start <= killed_at <= o.end]
     slowest = max((o.end - o.start for o in hit), default=0.0)
     replaced = "" if replaced_s is None else f"replacement running after {replaced_s:.1f} s; "
+    ended = sorted(o.end - killed_at for o in load.failures)
+    when = f"; failures ended {ended[0]:.1f} to {ended[-1]:.1f} s after the kill" if ended else ""
     print(
         f"\n[faults] kill {what}: {load.summary()}; {replaced}"
-        f"{len(hit)} requests in flight at the kill, slowest of them {slowest:.2f} s"
+        f"{len(hit)} requests in flight at the kill, slowest of them {slowest:.2f} s{when}"
     )
 
 

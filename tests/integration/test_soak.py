@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 SOAK_S = int(os.environ.get("BENTOML_RAY_SOAK_S", "10"))
-WARM_UP_S = 10
+WARM_UP_S = 5
 CONNECTIONS = 64
 BODY = [[5.9, 3.0, 5.1, 1.8]]
 
