@@ -5,6 +5,9 @@
         iris,batching,batching-runner,image,image-large,streaming,streaming-5ms  # ~35 min
     python benchmarks/run.py --one-ray --modes throughput --duration 1 --rounds 1 \\
         --connections 1 --warm-up 0 --workloads iris,composed     # a smoke run
+    python benchmarks/run.py --modes throughput --duration 20 --rounds 5 \\
+        --workloads iris,batching,image --connections iris=32 \\
+        --targets "bentoml-ray;hand-written;batching on;hand-written, serve.batch"  # pairs
 
 Workloads (``--workloads``, comma-separated; the first three by default):
   iris      the runner-based iris example (overhead-bound): bentoml serve, bentoml-ray,
@@ -488,14 +491,29 @@ def stop_haproxy(node_id: str) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
+def connections_arg(text: str) -> tuple[str | None, list[int]]:
+    """``--connections``: ``1,32`` for every workload, ``iris=32`` for one."""
+    workload, _, counts = text.rpartition("=")
+    return workload or None, [int(c) for c in counts.split(",")]
+
+
+def keep(targets: list[Target], workload: Workload) -> None:
+    """Narrow ``workload`` to ``targets`` (if any) and to the ratios between them."""
+    if targets:
+        labels = {t.label for t in targets}
+        workload.targets = targets
+        workload.ratios = [r for r in workload.ratios if r[0] in labels and r[1] in labels]
+
+
 def run(args: argparse.Namespace, chosen: dict[str, Workload]) -> dict[str, Any]:
     work = pathlib.Path(tempfile.mkdtemp(prefix="bentoml-ray-bench-"))
     env = {**os.environ, "BENTOML_HOME": str(work / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    if args.connections:
-        for workload in chosen.values():
-            workload.connections = args.connections
+    for only, counts in args.connections or ():
+        for name, workload in chosen.items():
+            if only in (None, name):
+                workload.connections = counts
     print("building the Bentos ...", flush=True)
     tags = build_bentos(env, bentos_of(list(chosen.values())))
     results: dict[str, Any] = {
@@ -878,12 +896,18 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--warm-up", type=int, metavar="SECONDS",
                         help="of load on each target before it is measured; 0: one request "
                         "(smoke runs); default: 2, or --duration if less")  # fmt: skip
-    parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")],
-                        help="comma-separated, e.g. 1,32,128 (or streams at once); "
-                        "default: each workload's own")  # fmt: skip
+    parser.add_argument("--connections", type=connections_arg, action="append",
+                        metavar="[WORKLOAD=]COUNTS",
+                        help="comma-separated, e.g. 1,32,128 (or streams at once), for "
+                        "every workload or, as iris=32, for one (repeatable); default: "
+                        "each workload's own")  # fmt: skip
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=DEFAULT_WORKLOADS,
                         help=f"comma-separated, of: {','.join(WORKLOADS)}")  # fmt: skip
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
+    parser.add_argument("--targets", type=lambda s: s.split(";"), metavar="LABELS",
+                        help="semicolon-separated target labels to keep in each workload "
+                        "that has any of them (and the ratios between those): a run of "
+                        "the pairs that have goals, in less time")  # fmt: skip
     parser.add_argument(
         "--ray-cpus",
         type=int,
@@ -926,6 +950,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     # Turn SIGTERM into SystemExit so that the servers this run started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = workloads(args.workloads)
+    if args.targets:
+        for workload in chosen.values():
+            keep([t for t in workload.targets if t.label in args.targets], workload)
     results = run(args, chosen)
     table = summarise(results, chosen)
     args.out.mkdir(parents=True, exist_ok=True)
