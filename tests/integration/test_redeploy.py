@@ -26,9 +26,9 @@ pytestmark = pytest.mark.usefixtures("serve_url")
 
 #: Ray keeps old replicas until new ones are ready only where it takes this option.
 SURGES = "max_surge_percent" in RAY_DEPLOYMENT_OPTIONS
-CLIENTS = 6
+CLIENTS = 4
 #: Answers to wait for around each step, so that it runs under load.
-AROUND = 30
+AROUND = 15
 
 
 def _same_versions(response: httpx.Response) -> bool:
