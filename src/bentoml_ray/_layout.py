@@ -100,7 +100,12 @@ class Layout:
         bound: dict[str, Application] = {}
         for spec in self.specs:
             calls = {
-                key: bound_target(bound[name], by_name[name].max_retries, version)
+                key: bound_target(
+                    bound[name],
+                    by_name[name].max_retries,
+                    version,
+                    _may_scale_to_zero(by_name[name].options),
+                )
                 for key, name in spec.calls.items()
             }
             extra: dict[str, Any] = {"rollout": CalleeRollout(callees)}
@@ -144,6 +149,14 @@ class Layout:
             return serve.deployment(name=spec.name, **options)(spec.cls)
         except Exception as exc:  # Ray raises TypeError, ValueError or pydantic's errors
             raise InvalidArgument(f"Ray rejects the options of {spec.what}: {exc}") from exc
+
+
+def _may_scale_to_zero(options: Mapping[str, Any]) -> bool:
+    """Whether a deployment of ``options`` may run no replica (``min_replicas: 0``)."""
+    config = options.get("autoscaling_config")
+    if isinstance(config, Mapping):
+        return bool(config.get("min_replicas", 1) == 0)
+    return getattr(config, "min_replicas", 1) == 0
 
 
 def _rollout_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve import Application
+from ray.serve.config import AutoscalingConfig
 
 import bentoml_ray
 from bentoml_ray import InvalidDeploymentConfig
+from bentoml_ray._layout import _may_scale_to_zero
 from bentoml_ray._replica.calls import (
     CallTarget,
     RetryingCaller,
@@ -165,3 +167,30 @@ def test_a_callee_s_own_exception_reaches_the_caller_unwrapped() -> None:
         with pytest.raises(ValueError) as raised:
             asyncio.run(run())
         assert raised.value is error and not isinstance(raised.value, RayTaskError)
+
+
+class _CountingHandle:
+    """Counts ``options()``: the call that makes a real handle's router."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def options(self, **_: Any) -> _CountingHandle:
+        self.made += 1
+        return self
+
+
+def test_a_callee_that_may_be_at_zero_replicas_gets_its_handle_on_the_first_call() -> None:
+    """Ray pushes a waiting call's metrics at once only from a router made after the
+    caller's constructor; any other callee's router is made there, to know its replicas
+    (and where each multiplexed model is) before the first call. On Ray: the from-zero
+    test of test_redeploy.py and the model loads of test_multiplexing.py."""
+    for at_zero, made_at_start in ((False, 1), (True, 0)):
+        handle = _CountingHandle()
+        RetryingCaller(CallTarget(handle, 3, None, at_zero), "x")  # type: ignore[arg-type]
+        assert handle.made == made_at_start
+    zero = {"min_replicas": 0, "max_replicas": 2}
+    assert _may_scale_to_zero({"autoscaling_config": zero})
+    assert _may_scale_to_zero({"autoscaling_config": AutoscalingConfig(**zero)})
+    assert not _may_scale_to_zero({"autoscaling_config": {"max_replicas": 2}})
+    assert not _may_scale_to_zero({"num_replicas": 1})

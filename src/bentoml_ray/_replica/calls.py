@@ -57,6 +57,12 @@ class CallTarget:
     max_retries: int = MAX_RETRIES
     #: The Bento version of the caller, stamped on its calls; None: unstamped (the hub).
     version: str | None = None
+    #: The callee may be at zero replicas (``min_replicas: 0``): its handle is made on the
+    #: first call, not in the caller's constructor. A router Ray made there missed its
+    #: at-once scale-from-zero push (the callee then started up to 10 s later, at the
+    #: next periodic push); one made before the first call knows the callee's replicas,
+    #: and where each multiplexed model is, when the first calls come.
+    at_zero: bool = False
 
 
 def replica_died(exc: BaseException) -> bool:
@@ -178,10 +184,10 @@ class RetryingCaller:
 
     def __init__(self, target: CallTarget, what: str) -> None:
         self._handle = target.handle
-        #: Made on first use: ``options()`` initialises the handle's router, and a router
-        #: made in the replica's constructor missed Ray's at-once scale-from-zero signal
-        #: (a callee at zero replicas then waited for the next 10 s metrics push).
+        #: ``options()`` makes the handle's router: now, or on first use (``at_zero``).
         self._stream_handle: DeploymentHandle[Any] | None = None
+        if not target.at_zero:
+            self._streaming()
         self._max_retries = target.max_retries
         self._what = what
         #: The caller's version, as the callee's ``call`` and ``stream`` take it last.
@@ -189,16 +195,17 @@ class RetryingCaller:
         #: Handles that carry a model id or session id, by (stream, model id, session id).
         self._routed: dict[tuple[bool, str, str], DeploymentHandle[Any]] = {}
 
+    def _streaming(self) -> DeploymentHandle[Any]:
+        if self._stream_handle is None:
+            self._stream_handle = self._handle.options(stream=True)
+        return self._stream_handle
+
     def _handle_now(self, stream: bool) -> DeploymentHandle[Any]:
         """The handle for a call made now: with the request's routing signals, if it has any.
 
         Ray's routers (model multiplexing, session affinity) see only what a handle carries.
         """
-        base = self._handle
-        if stream:
-            if self._stream_handle is None:
-                self._stream_handle = self._handle.options(stream=True)
-            base = self._stream_handle
+        base = self._streaming() if stream else self._handle
         model_id, session_id = routing_signals()
         if not model_id and not session_id:
             return base
@@ -243,7 +250,10 @@ class RetryingCaller:
             raise unwrap(exc) from None
 
 
-def bound_target(app: Application, max_retries: int, version: str | None = None) -> CallTarget:
+def bound_target(
+    app: Application, max_retries: int, version: str | None = None, at_zero: bool = False
+) -> CallTarget:
     """What to bind into the caller: ``app``, which Ray turns into its handle, the budget,
-    and the caller's version to stamp its calls with."""
-    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries, version)
+    the caller's version to stamp its calls with, and whether the callee may be at zero
+    replicas."""
+    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries, version, at_zero)
