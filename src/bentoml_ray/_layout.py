@@ -153,10 +153,13 @@ class Layout:
 
 def _may_scale_to_zero(options: Mapping[str, Any]) -> bool:
     """Whether a deployment of ``options`` may run no replica (``min_replicas: 0``)."""
-    config = options.get("autoscaling_config")
-    if isinstance(config, Mapping):
-        return bool(config.get("min_replicas", 1) == 0)
-    return getattr(config, "min_replicas", 1) == 0
+    config = options.get("autoscaling_config")  # a dict, or Ray's AutoscalingConfig
+    minimum = (
+        config.get("min_replicas", 1)
+        if isinstance(config, Mapping)
+        else getattr(config, "min_replicas", 1)
+    )
+    return bool(minimum == 0)
 
 
 def _rollout_options(options: Mapping[str, Any]) -> dict[str, Any]:
