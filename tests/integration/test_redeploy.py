@@ -40,6 +40,22 @@ def _replicas(app: str, deployments: tuple[str, ...]) -> set[str]:
     return {name for d in deployments for name in replica_actor_names(app, d)}
 
 
+def _wait_settled(app: str, deployments: tuple[str, ...]) -> None:
+    """Wait until no replica of ``deployments`` is starting.
+
+    Ray counts a start that fails against the deployment's current target, whatever version
+    the replica runs: a broken version's root replica that fails only after the next deploy
+    call would use up that version's ``max_constructor_retry_count``.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        states = serve.status().applications[app].deployments
+        if not any(states[d].replica_states.get("STARTING") for d in deployments):
+            return
+        assert time.monotonic() < deadline, f"replicas still starting: {states}"
+        time.sleep(0.2)
+
+
 def _wait_gone(app: str, deployments: tuple[str, ...], old: set[str]) -> None:
     deadline = time.monotonic() + 120  # old replicas drain before they stop
     while old & _replicas(app, deployments):
@@ -106,6 +122,7 @@ def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
                 assert answer() == {"front": "2", "back": "2"}
                 load.wait_for(len(load.outcomes) + AROUND)
 
+            _wait_settled(app, deployments)  # the broken root's own failed start, too
             old = _replicas(app, deployments)
             took["rollback"] = run(versioned_bento)  # ... a working version is deployed
             _wait_gone(app, deployments, old)
