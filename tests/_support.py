@@ -418,8 +418,30 @@ def run_driver(script: str, spec: dict[str, Any], env: dict[str, str]) -> dict[s
     return report
 
 
+#: ``delete_apps`` processes not yet waited for.
+_DELETING: list[subprocess.Popen[bytes]] = []
+
+
 def delete_apps(cluster: RayCluster, *names: str) -> None:
-    """``serve.delete`` the applications ``names`` on the ``ray start`` cluster."""
+    """Start to ``serve.delete`` the applications ``names`` on the ``ray start`` cluster.
+
+    Not waited for: the replicas' graceful stop overlaps the next test, whose replicas wait
+    for the CPUs that Ray frees. ``ray_cluster`` waits for every deletion before it stops.
+    """
     script = "import ray, sys\nfrom ray import serve\nray.init(log_to_driver=False)\n"
     script += "for name in sys.argv[1:]: serve.delete(name)"
-    subprocess.run([sys.executable, "-c", script, *names], env=cluster.env, timeout=120)
+    _DELETING.append(
+        subprocess.Popen([sys.executable, "-c", script, *names], env=cluster.env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    )  # fmt: skip
+
+
+def wait_for_deletions(timeout_s: float = 120) -> None:
+    """Wait for the deletions ``delete_apps`` started (bounded; one still going is ended)."""
+    while _DELETING:
+        process = _DELETING.pop()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

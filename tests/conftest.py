@@ -53,6 +53,7 @@ from _support import (  # noqa: E402
     run_until_ok,
     start_source_checks,
     train_iris,
+    wait_for_deletions,
 )
 
 #: The fixtures that start Ray: a test that uses one (directly or through another fixture)
@@ -381,6 +382,7 @@ def ray_cluster(request: pytest.FixtureRequest, bentoml_home: str) -> Iterator[R
                 temp_dir=temp_dir,
                 token_auth=ray_has_token_auth(),
             )
+            wait_for_deletions()
     for path in (temp_dir, far_home, far_cache):
         shutil.rmtree(path, ignore_errors=True)
 

@@ -20,12 +20,10 @@ import time
 
 import pytest
 from _load import replica_pids, rss_bytes
-from _support import deployed
 
 import bentoml_ray
 
 pytestmark = [
-    pytest.mark.usefixtures("serve_url"),
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
 ]
 
@@ -66,20 +64,20 @@ def wrk(url: str, duration_s: int) -> dict[str, float]:
 
 
 def test_sustained_load_at_64_connections_has_no_errors_and_no_memory_creep(
-    serve_url: str, iris_bento: str
+    four_bentos: dict[str, str],
 ) -> None:
-    app = "soak-iris"
-    with deployed(bentoml_ray.deployment(iris_bento), app, route_prefix=f"/{app}"):
-        url = f"{serve_url}/{app}/classify"
-        api_server = bentoml_ray.api_server_deployment_name("iris_classifier")
-        runner = bentoml_ray.runner_deployment_name("iris_classifier", "iris_clf")
-        pids = replica_pids(app, [api_server, runner])
-        warm = wrk(url, WARM_UP_S)
-        after_warm_up = {name: rss_bytes(pid) for name, pid in pids.items()}
-        start = time.monotonic()
-        soak = wrk(url, SOAK_S)
-        elapsed = time.monotonic() - start
-        at_end = {name: rss_bytes(pid) for name, pid in pids.items()}
+    # The session's iris application (``four_bentos`` in conftest), with defaults but for
+    # an environment variable: one replica of the API server and one of the runner.
+    url = f"{four_bentos['iris']}/classify"
+    api_server = bentoml_ray.api_server_deployment_name("iris_classifier")
+    runner = bentoml_ray.runner_deployment_name("iris_classifier", "iris_clf")
+    pids = replica_pids("four_iris", [api_server, runner])
+    warm = wrk(url, WARM_UP_S)
+    after_warm_up = {name: rss_bytes(pid) for name, pid in pids.items()}
+    start = time.monotonic()
+    soak = wrk(url, SOAK_S)
+    elapsed = time.monotonic() - start
+    at_end = {name: rss_bytes(pid) for name, pid in pids.items()}
     growth = {
         name.split("#")[0]: (at_end[name] - after_warm_up[name]) / after_warm_up[name]
         for name in pids
