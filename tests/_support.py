@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import pathlib
@@ -11,9 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -159,14 +161,44 @@ def run_all(apps: dict[str, tuple[Any, str]]) -> None:
 
 @contextlib.contextmanager
 def deployed(app: Any, name: str, route_prefix: str = "/") -> Iterator[None]:
-    """``serve.run`` an application for the length of a ``with`` block."""
+    """``serve.run`` an application for the length of a ``with`` block; it is deleted in
+    the background after (``delete_in_background``)."""
     from ray import serve
 
+    wait_for_deletions(route_prefix)  # Serve refuses a prefix that an application holds
     serve.run(app, name=name, route_prefix=route_prefix)
     try:
         yield
     finally:
-        serve.delete(name)
+        delete_in_background(name, route_prefix)
+
+
+#: Deletions left to finish in the background: the route prefix each frees (None: none
+#: that a test of the session's Ray takes), and how to wait for it (a timeout in seconds).
+_DELETIONS: list[tuple[str | None, Callable[[float], None]]] = []
+
+
+def delete_in_background(name: str, route_prefix: str | None) -> None:
+    """``serve.delete`` an application of the session's Ray without waiting for it.
+
+    Its replicas' graceful stop (2 s at the least) then overlaps the next test. Whoever
+    needs it gone waits for it: ``deployed`` for the route prefix it takes, ``serve_url``
+    for all of them before Ray stops.
+    """
+    from ray import serve
+
+    thread = threading.Thread(target=serve.delete, args=(name,), name=f"delete {name}")
+    thread.daemon = True
+    thread.start()
+    _DELETIONS.append((route_prefix, thread.join))
+
+
+def wait_for_deletions(route_prefix: str | None = None, timeout_s: float = 120) -> None:
+    """Wait for the background deletions (bounded): all, or those of ``route_prefix``."""
+    for entry in list(_DELETIONS):
+        if route_prefix is None or entry[0] == route_prefix:
+            entry[1](timeout_s)
+            _DELETIONS.remove(entry)
 
 
 @contextlib.contextmanager
@@ -418,30 +450,20 @@ def run_driver(script: str, spec: dict[str, Any], env: dict[str, str]) -> dict[s
     return report
 
 
-#: ``delete_apps`` processes not yet waited for.
-_DELETING: list[subprocess.Popen[bytes]] = []
-
-
 def delete_apps(cluster: RayCluster, *names: str) -> None:
-    """Start to ``serve.delete`` the applications ``names`` on the ``ray start`` cluster.
-
-    Not waited for: the replicas' graceful stop overlaps the next test, whose replicas wait
-    for the CPUs that Ray frees. ``ray_cluster`` waits for every deletion before it stops.
-    """
+    """Start to ``serve.delete`` the applications ``names`` on the ``ray start`` cluster,
+    in a process of its own, not waited for (``delete_in_background``); ``ray_cluster``
+    waits for it before it stops the cluster."""
     script = "import ray, sys\nfrom ray import serve\nray.init(log_to_driver=False)\n"
     script += "for name in sys.argv[1:]: serve.delete(name)"
-    _DELETING.append(
-        subprocess.Popen([sys.executable, "-c", script, *names], env=cluster.env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    )  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", script, *names], env=cluster.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _DELETIONS.append((None, functools.partial(_end, process)))
 
 
-def wait_for_deletions(timeout_s: float = 120) -> None:
-    """Wait for the deletions ``delete_apps`` started (bounded; one still going is ended)."""
-    while _DELETING:
-        process = _DELETING.pop()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _end(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -284,6 +284,7 @@ def serve_url() -> Iterator[str]:
     finally:
         # Not ``serve.shutdown()`` first: it waits out every replica's graceful shutdown.
         # Ending Ray ends Serve's actors with it, and the next ``ray.init`` starts afresh.
+        wait_for_deletions()  # none is left calling a Ray that stops
         ray.shutdown()
 
 

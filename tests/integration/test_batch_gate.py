@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import ray
+from _support import delete_in_background
 from ray import serve
 
 from bentoml_ray._ray_compat import RAY_BATCH_OPTIONS
@@ -77,7 +78,7 @@ needs_concurrent_batches = pytest.mark.skipif(
 def probe(serve_url: str) -> Iterator[Any]:
     handle = serve.run(GateProbe.bind(), name="gate-probe", route_prefix=None)
     yield handle
-    serve.delete("gate-probe")
+    delete_in_background("gate-probe", None)
 
 
 def test_calls_arriving_during_a_batch_join_one_next_batch(probe: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from _checks import names_what_was_given
+from _support import wait_for_deletions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray.serve import Application
@@ -168,6 +169,7 @@ def test_arguments_that_pass_the_checks_deploy_and_failures_deploy_nothing(
         else ("score", {"reviews": ["great"]}, [2.0])
     )
     outcomes = {"raised": 0, "deployed": 0}
+    wait_for_deletions()  # the applications listed before and after each call stay put
 
     @settings(FUZZ, max_examples=4)
     @given(kwargs=deployable_arguments)

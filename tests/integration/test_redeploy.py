@@ -17,6 +17,7 @@ import time
 import httpx
 import pytest
 from _load import Load, replica_actor_names
+from _support import delete_in_background
 from ray import serve
 
 import bentoml_ray
@@ -129,7 +130,7 @@ def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
             assert answer() == {"front": "1", "back": "1"}
             load.wait_for(len(load.outcomes) + AROUND)
     finally:
-        serve.delete(app)
+        delete_in_background(app, f"/{app}")
     longest = max(outcome.end - outcome.start for outcome in load.outcomes)
     print(
         f"\n[rollout] deploy calls {', '.join(f'{k} {v:.1f} s' for k, v in took.items())}; "
@@ -169,4 +170,4 @@ def test_a_dependency_at_zero_replicas_answers_its_first_call(
         assert took > 2.0, f"answered in {took:.1f} s: was Back at zero replicas?"
         print(f"\n[from zero] the first call to Back answered in {took:.1f} s")
     finally:
-        serve.delete(app)
+        delete_in_background(app, f"/{app}")
