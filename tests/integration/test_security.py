@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from _checks import driver_was_refused, listening_addresses, loopback_only, secret_leaks
-from _support import SECRET, RayCluster
+from _support import SECRET, RayCluster, delete_apps
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 PICKLE = "application/vnd.bentoml+pickle"
@@ -114,12 +114,9 @@ app = bentoml_ray.deployment(
     tag, {"ray_actor_options": {"runtime_env": {"env_vars": {"SERVICE_API_KEY": secret}}}}
 )
 serve.run(app, name="token_auth", route_prefix="/token-auth")
-try:
-    answer = httpx.post(f"{url}/token-auth/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60)
-    bad = httpx.post(f"{url}/token-auth/classify", content=b"{", timeout=60)
-    out = {"classify": answer.json(), "status": answer.status_code, "bad": bad.status_code}
-finally:
-    serve.delete("token_auth")
+answer = httpx.post(f"{url}/token-auth/classify", json=[[5.1, 3.5, 1.4, 0.2]], timeout=60)
+bad = httpx.post(f"{url}/token-auth/classify", content=b"{", timeout=60)
+out = {"classify": answer.json(), "status": answer.status_code, "bad": bad.status_code}
 print("RESULT " + json.dumps(out), flush=True)
 """
 
@@ -138,8 +135,13 @@ def test_a_bento_serves_on_a_ray_start_cluster_with_token_authentication(
     ray_cluster: RayCluster, iris_bento: str
 ) -> None:
     # The session's cluster: two ``ray start`` nodes, token authentication on (conftest).
-    # A driver with another token, started alongside: Ray takes ~20 s to give it up.
-    wrong = {**ray_cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # A driver with another token, started alongside. Ray tries a refused connection again
+    # for 20 s (2.60, one try a second); 3 tries show it is refused.
+    wrong = {
+        **ray_cluster.env,
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_gcs_server_port_wait_time_s": "3",
+    }
     with subprocess.Popen(
         [sys.executable, "-c", WRONG_TOKEN_DRIVER],
         env=wrong, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -152,6 +154,7 @@ def test_a_bento_serves_on_a_ray_start_cluster_with_token_authentication(
             refused_stdout, _ = refused.communicate(timeout=180)
         finally:
             refused.kill()  # a no-op once it has exited
+            delete_apps(ray_cluster, "token_auth")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     output = done.stdout
     result = json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
