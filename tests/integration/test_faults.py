@@ -47,9 +47,14 @@ CONNECTIONS = 16
 WARM_UP, AFTER = 40, 40
 #: Bound on a replica's replacement (a loaded 2-core machine starts Python slowly).
 REPLACE_BOUND_S = 180.0
-#: Small replicas (three apps fit the session's logical CPUs), and a short graceful
-#: shutdown: deleting an app whose callee was killed need not wait out 20 s.
-SMALL = {"ray_actor_options": {"num_cpus": 0.25}, "graceful_shutdown_timeout_s": 1}
+#: Small replicas (three apps fit the session's logical CPUs), a short graceful shutdown
+#: (deleting an app whose callee was killed need not wait out 20 s), and Ray's health check
+#: every second rather than 10, so a killed replica is seen and replaced sooner.
+SMALL = {
+    "ray_actor_options": {"num_cpus": 0.25},
+    "graceful_shutdown_timeout_s": 1,
+    "health_check_period_s": 1,
+}
 
 
 def _kill(app: str, deployment: str, replicas: int = 2) -> tuple[list[str], float]:
