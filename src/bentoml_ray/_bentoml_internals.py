@@ -51,6 +51,7 @@ try:
     from _bentoml_sdk import Service as NewService
     from _bentoml_sdk.io_models import ARGS, KWARGS, IORootModel, IterableResponse, is_file_type
     from _bentoml_sdk.service.dependency import Dependency
+    from _bentoml_sdk.validators import TensorSchema
     from bentoml._internal.context import (
         ServiceContext,
         _request_var,
@@ -311,6 +312,7 @@ __all__ = [
     "RunnerMethod",
     "RunnerTrafficMetricsMiddleware",
     "ServiceAppFactory",
+    "TensorSchema",
     "Text",
     "TimeoutMiddleware",
     "api_server_timeout",

@@ -15,10 +15,11 @@ from collections.abc import AsyncGenerator, Generator, Iterator
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 import pytest
 from _support import bentoml_config_restored
 from bentoml.exceptions import InvalidArgument, NotFound
-from bentoml.validators import ContentType
+from bentoml.validators import ContentType, DType, Shape
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
@@ -131,6 +132,19 @@ class Endpoints:
         return [value * 2 for value in values]
 
     @bentoml.api
+    def tensor(self, rows: np.ndarray, as_list: bool = False) -> np.ndarray:
+        doubled = rows * 2
+        return doubled.tolist() if as_list else doubled  # a list: BentoML makes it an array
+
+    @bentoml.api(batchable=True)
+    def tensors(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.float32) / 3
+
+    @bentoml.api
+    def typed_tensor(self, n: int) -> Annotated[np.ndarray, DType("float32"), Shape((-1, 2))]:
+        return np.ones((n, 2 if n < 3 else 3), dtype=np.float32)  # n >= 3: served all the same
+
+    @bentoml.api
     def defaults(self, n: int = Field(default=3, ge=0), tag: str = "t") -> str:
         return f"{tag}{n}"
 
@@ -194,6 +208,13 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("/document", b'{"name": "d"}', JSON),
     ("/doubled", b'{"values": [1, 2]}', JSON),
     ("/doubled", b'{"values": "x"}', JSON),
+    ("/tensor", b'{"rows": [[1, 2.5], [3, 4]]}', JSON),
+    ("/tensor", b'{"rows": [[1, 2]], "as_list": true}', JSON),
+    ("/tensor", b'{"rows": 7}', JSON),
+    ("/tensor", b'{"rows": "x"}', JSON),
+    ("/tensors", b'{"rows": [[1, 2], [3, 4]]}', JSON),
+    ("/typed_tensor", b'{"n": 2}', JSON),
+    ("/typed_tensor", b'{"n": 3}', JSON),  # the output fails its own validation
     ("/defaults", b"{}", JSON),
     ("/defaults", b'{"n": -1}', JSON),
     ("/defaults", b'{"n": 1, "tag": "z"}', JSON),

@@ -16,8 +16,9 @@ answers as it always does: a body that fails validation is validated again there
 400 (or BentoML's 500 for a body that is not JSON) is BentoML's own. Errors the API
 function raises are answered as BentoML's endpoint answers them. A generator API's chunks
 are pumped straight into the answer (BentoML passes them through two generators of its
-own). Outputs other than a JSON model (a ``Response``, text, a generator returned by a
-plain function, an unusual value) are rendered by BentoML's ``to_http_response``.
+own). Outputs other than a JSON model or a NumPy array (a ``Response``, text, a generator
+returned by a plain function, an unusual value) are rendered by BentoML's
+``to_http_response``.
 ``tests/unit/test_service_endpoint.py`` sends the same requests both ways and compares
 status, headers and body bytes.
 """
@@ -33,8 +34,10 @@ from collections.abc import AsyncGenerator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -45,6 +48,7 @@ from .._bentoml_internals import (
     SERDES,
     IORootModel,
     IterableResponse,
+    TensorSchema,
     enter_request,
     get_original_func,
     is_file_type,
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
     from .app_factory import RayServiceAppFactory
 
 #: Root types whose values render as JSON, never as text: BentoML's test of whether a root
-#: output renders as text (a ``model_dump`` per answer) is needed only for the others.
+#: output renders as text (a ``model_dump`` per answer) is needed only for the others
+#: (NumPy arrays render as JSON too: ``_renders_as_json``).
 _JSON_ROOTS = (list, dict, tuple, set, frozenset, int, float, bool)
 
 #: The logger BentoML reports an error in the middle of a stream to.
@@ -106,7 +111,7 @@ class CompiledEndpoint:
         self._output = method.output_spec
         self._root_output = issubclass(self._output, IORootModel)
         self._json_root_output = self._root_output and _renders_as_json(
-            self._output.model_fields["root"].annotation
+            self._output.model_fields["root"]
         )
         self._serde = SERDES["application/json"]()
         self._bentoml = functools.partial(factory.api_endpoint_wrapper, name)
@@ -234,10 +239,23 @@ def _encoded(item: Any, root: bool, output: Any, serde: Any) -> Any:
     return serde.serialize_model(output(item) if root else item).data
 
 
-def _renders_as_json(annotation: Any) -> bool:
+def _renders_as_json(root: FieldInfo) -> bool:
+    """Whether a root output field's values always render as JSON, never as text.
+
+    A NumPy array does too: BentoML's tensor serializer hands ``model_dump`` the array
+    itself (``TensorSchema.encode``), never a string.
+    """
+    if root.annotation is np.ndarray and any(
+        isinstance(meta, TensorSchema) and meta.format == "numpy-array" for meta in root.metadata
+    ):
+        return True
+    return _json_type(root.annotation)
+
+
+def _json_type(annotation: Any) -> bool:
     origin = typing.get_origin(annotation) or annotation
     if origin is typing.Annotated:
-        return _renders_as_json(typing.get_args(annotation)[0])
+        return _json_type(typing.get_args(annotation)[0])
     return isinstance(origin, type) and (
         issubclass(origin, _JSON_ROOTS) or issubclass(origin, BaseModel)
     )
