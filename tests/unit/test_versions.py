@@ -23,7 +23,7 @@ from bentoml_ray._replica.calls import (
     call_with_retries,
     stream_with_retries,
 )
-from bentoml_ray._replica.versions import OtherVersion, check_caller
+from bentoml_ray._replica.versions import OtherVersion, VersionGone, check_caller
 
 
 def test_a_callee_refuses_only_another_version() -> None:
@@ -68,6 +68,27 @@ def test_a_refused_call_waits_within_its_caller_s_deadline() -> None:
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(bounded())
     assert len(sent) > 1
+
+
+def test_a_call_only_other_versions_refuse_fails_with_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old ingress replica held open after its callees stopped: a 503, not a hang."""
+    monkeypatch.setattr(calls, "OTHER_VERSION_WAIT_S", 0.05)
+    sent, send = _refused(10**9, wrapped=True)
+
+    def open_stream() -> AsyncIterator[int]:
+        async def chunks() -> AsyncIterator[int]:
+            raise OtherVersion("this replica runs v2")
+            yield 0  # a generator that never yields
+
+        return chunks()
+
+    async def stream() -> list[int]:
+        return [chunk async for chunk in stream_with_retries(open_stream, 3, "test")]
+
+    for refused in (call_with_retries(send, 3, "test"), stream()):
+        with pytest.raises(VersionGone, match="moved on to another version") as raised:
+            asyncio.run(refused)  # type: ignore[arg-type]
+        assert raised.value.error_code == 503 and len(sent) > 1
 
 
 def test_a_refused_stream_is_opened_again() -> None:

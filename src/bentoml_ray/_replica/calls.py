@@ -12,14 +12,19 @@ timeout or a cancellation reaches the caller at once, as the exception the calle
 (not Ray's ``RayTaskError`` around it), for runner calls and dependency calls alike.
 
 A call refused because the callee runs another Bento version (``versions.OtherVersion``,
-during a rollout) is sent again after ``OTHER_VERSION_PAUSE_S``, as often as it takes: the
-caller's own deadline bounds it, and Ray's router meanwhile learns of new replicas.
+during a rollout) is sent again after ``OTHER_VERSION_PAUSE_S``: the caller's own deadline
+bounds it, and Ray's router meanwhile learns of new replicas. A new ingress waits so for
+its callees a fraction of a second. A call still refused after ``OTHER_VERSION_WAIT_S`` comes
+from an old ingress replica after its version's callees stopped (Ray's high-throughput
+proxy keeps sending it requests for a while): it fails with 503 (``versions.VersionGone``)
+rather than hang until the replica stops and its connections close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -32,7 +37,7 @@ from .._defaults import MAX_RETRIES, ROUTED_HANDLES_KEPT
 from .._errors import BentoRayError
 from .._multiplexing import routing_signals
 from .._ray_compat import handle_routing_options
-from .versions import OtherVersion
+from .versions import OtherVersion, VersionGone
 
 logger = logging.getLogger("bentoml_ray")
 
@@ -43,6 +48,8 @@ BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
 #: Pause before a call refused by a replica of another version is sent again.
 OTHER_VERSION_PAUSE_S = 0.05
+#: How long a call may be refused by replicas of other versions only before it fails.
+OTHER_VERSION_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,23 @@ def _too_large(exc: BaseException, what: str) -> BentoRayError:
     )
 
 
+def _refused_since(since: float | None, what: str, exc: BaseException) -> float:
+    """When the run of refusals by other versions began; raise once it lasted too long."""
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since >= OTHER_VERSION_WAIT_S:
+        raise VersionGone(
+            f"No replica of this version is left to take the call to {what}: the application "
+            "moved on to another version. Send the request again."
+        ) from exc
+    return since
+
+
 async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, what: str) -> T:
     """``await send()``, sending again up to ``max_retries`` times if the replica died."""
     attempt = 0
+    refused: float | None = None
     while True:
         try:
             return await send()
@@ -130,6 +151,7 @@ async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, 
             if _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
             if other_version(exc):
+                refused = _refused_since(refused, what, exc)
                 await asyncio.sleep(OTHER_VERSION_PAUSE_S)
                 continue
             if attempt >= max_retries or not replica_died(exc):
@@ -148,6 +170,7 @@ async def stream_with_retries(
     the caller's error.
     """
     attempt = 0
+    refused: float | None = None
     while True:
         delivered = False
         try:
@@ -159,6 +182,7 @@ async def stream_with_retries(
             if not delivered and _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
             if not delivered and other_version(exc):
+                refused = _refused_since(refused, what, exc)
                 await asyncio.sleep(OTHER_VERSION_PAUSE_S)
                 continue
             if delivered or attempt >= max_retries or not replica_died(exc):

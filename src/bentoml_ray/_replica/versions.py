@@ -8,7 +8,9 @@ with public Ray APIs only:
 - **Every call carries its caller's version**, and a callee of another version refuses it
   (``OtherVersion``) before running anything. The caller sends it again after a short pause
   (``_replica.calls``) until a replica of its own version takes it, within the call's own
-  deadline: an answer never combines versions. (All supported Rays.)
+  deadline: an answer never combines versions. (All supported Rays.) A call refused for
+  ``OTHER_VERSION_WAIT_S`` on end fails with 503 (``VersionGone``): its caller is an old
+  ingress replica that Ray's proxy still sends requests to after its callees stopped.
 - **The ingress of a new version takes traffic only once its callees of that version have
   loaded** (``wait_for_callees``): each callee replica tells the application's hub how its
   loading went, and a failure there fails the new ingress, naming it.
@@ -32,6 +34,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bentoml.exceptions import ServiceUnavailable
 from ray import serve
 
 from .._errors import BentoRayError
@@ -52,6 +55,14 @@ HUB_WAIT_S = 1.0
 
 class OtherVersion(Exception):
     """Raised by a callee for a call from a replica of another Bento version."""
+
+
+class VersionGone(ServiceUnavailable):
+    """A call that only replicas of other versions would take: the caller's version is gone.
+
+    So the caller answers 503 (BentoML's ``ServiceUnavailable``), a status a client may
+    send the request again on, rather than hold the request until its replica stops.
+    """
 
 
 def check_caller(own: str, caller: str | None) -> None:
