@@ -13,11 +13,12 @@ timeout or a cancellation reaches the caller at once, as the exception the calle
 
 A call refused because the callee runs another Bento version (``versions.OtherVersion``,
 during a rollout) is sent again after ``OTHER_VERSION_PAUSE_S``: the caller's own deadline
-bounds it, and Ray's router meanwhile learns of new replicas. A new ingress waits so for
-its callees a fraction of a second. A call still refused after ``OTHER_VERSION_WAIT_S`` comes
-from an old ingress replica after its version's callees stopped (Ray's high-throughput
-proxy keeps sending it requests for a while): it fails with 503 (``versions.VersionGone``)
-rather than hang until the replica stops and its connections close.
+bounds it, and Ray's router meanwhile learns of new replicas. A new ingress's calls wait so
+for their callees a fraction of a second. A call still refused after
+``OTHER_VERSION_WAIT_S`` comes from an old ingress replica after its version's callees
+stopped (Ray's high-throughput proxy keeps sending it requests for a while): it fails with
+503 (``versions.VersionGone``) rather than hang until the replica stops and its connections
+close.
 """
 
 from __future__ import annotations

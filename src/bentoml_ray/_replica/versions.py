@@ -57,11 +57,11 @@ class OtherVersion(Exception):
     """Raised by a callee for a call from a replica of another Bento version."""
 
 
-class VersionGone(ServiceUnavailable):
+class VersionGone(ServiceUnavailable, BentoRayError):
     """A call that only replicas of other versions would take: the caller's version is gone.
 
-    So the caller answers 503 (BentoML's ``ServiceUnavailable``), a status a client may
-    send the request again on, rather than hold the request until its replica stops.
+    A BentoML ``ServiceUnavailable``, so the caller answers 503, a status a client may send
+    the request again on, rather than hold the request until its replica stops.
     """
 
 
