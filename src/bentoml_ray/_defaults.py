@@ -86,6 +86,13 @@ HUB_OPTIONS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 0},
 }
 
+#: On Rays older than 2.51, how long a replica keeps sending its answers to a replica that
+#: died before it gives up (Ray's ``core_worker_rpc_server_reconnect_timeout_s``, 60 s by
+#: default there). While it tries, the replica answers no one: when an ingress replica was
+#: killed under load on Ray 2.47, its callees and the hub stalled for 60 s, and the other
+#: ingress replicas' requests with them (42 of 152 failed). Newer Rays give up at once.
+DEAD_CALLER_WAIT_S = 5
+
 #: The longest a replica's poll waits at the hub before it is sent again; a replica not
 #: heard from for ``HUB_LIVE_S`` is taken for gone (its gauges leave ``/metrics``).
 HUB_POLL_S = 30.0

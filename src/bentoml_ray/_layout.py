@@ -26,7 +26,7 @@ from ._bento.source import BentoSource
 from ._defaults import HUB_OPTIONS, MAX_RETRIES, MAX_SURGE_PERCENT
 from ._errors import InvalidArgument
 from ._hub.deployment import HubDeployment, hub_deployment_name
-from ._ray_compat import RAY_DEPLOYMENT_OPTIONS
+from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, replica_env_vars
 from ._replica.calls import bound_target
 from ._replica.versions import CalleeRollout, IngressRollout
 
@@ -92,9 +92,7 @@ class Layout:
         start (``max_surge_percent``) waits for the ingress's rollout before taking calls.
         """
         by_name = {spec.name: spec for spec in self.specs}
-        hub = bound_target(
-            serve.deployment(name=self.hub_name, **HUB_OPTIONS)(HubDeployment).bind(), MAX_RETRIES
-        )
+        hub = bound_target(self._declare_hub().bind(), MAX_RETRIES)
         version = self.source.version
         callees = tuple(spec.name for spec in self.specs[:-1])
         bound: dict[str, Application] = {}
@@ -129,18 +127,32 @@ class Layout:
             if spec.configured is not None
         ]
 
+    def _declare_hub(self) -> Any:
+        """``serve.deployment(HubDeployment, ...)``, with what this Ray's replicas need."""
+        options = dict(HUB_OPTIONS)
+        env_vars = replica_env_vars()
+        if env_vars:
+            actor_options = {**options["ray_actor_options"], "runtime_env": {"env_vars": env_vars}}
+            options["ray_actor_options"] = actor_options
+        return serve.deployment(name=self.hub_name, **options)(HubDeployment)
+
     def _declare(self, spec: DeploymentSpec) -> Any:
         """``serve.deployment(spec.cls, ...)`` with the Bento's environment merged in.
 
         The Bento's runtime_env (its bentofile's env vars, and its requirements when they
         are to be installed) and the service's own env vars go under the user's own
         ``runtime_env``: the user's values win, and fields that cannot be merged raise.
+        Under them all, what this Ray's replicas need (``_ray_compat.replica_env_vars``).
         (The Bento itself reaches the nodes apart from it: ``_bento.shipping``.)
         """
         options = _rollout_options(spec.options)
         actor_options = dict(options.get("ray_actor_options") or {})
+        derived = dict(self.source.runtime_env)
+        env_vars = {**replica_env_vars(), **(derived.get("env_vars") or {})}
+        if env_vars:
+            derived["env_vars"] = env_vars
         runtime_env = merge_runtime_env(
-            self.source.runtime_env, actor_options.get("runtime_env"), spec.what, spec.env_vars
+            derived, actor_options.get("runtime_env"), spec.what, spec.env_vars
         )
         if runtime_env:
             actor_options["runtime_env"] = runtime_env

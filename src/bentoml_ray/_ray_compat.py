@@ -6,6 +6,10 @@ APIs are used; where every supported release offers one form, that form is used 
 them (the ingress below). Where a user asks for something the installed Ray lacks, the
 error names the Ray release that brought it.
 
+One Ray behaviour cannot be read from a signature: up to Ray 2.50 a replica keeps trying
+to answer a caller that died for ``core_worker_rpc_server_reconnect_timeout_s`` (60 s),
+and answers no one meanwhile; there the replicas get a shorter wait (``replica_env_vars``).
+
 One combination is known not to work, and is refused before anything deploys
 (``check_environment``): a Ray older than 2.57 with protobuf 7. Its Serve controller reads
 configs with protobuf's ``FieldDescriptor.label``, which protobuf 7 removed. protobuf's
@@ -24,7 +28,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp
 
-from ._defaults import MULTIPLEXED_REQUEST_ROUTER
+from ._defaults import DEAD_CALLER_WAIT_S, MULTIPLEXED_REQUEST_ROUTER
 from ._errors import UnsupportedEnvironment
 
 #: Every keyword that the installed Ray's ``serve.deployment`` takes. ``route_prefix`` is
@@ -116,6 +120,23 @@ RAY_WITH_PROTOBUF_7 = (2, 57)
 def _release(version: str) -> tuple[int, int]:
     major, minor = version.split(".")[:2]
     return int(major), int(minor)
+
+
+#: The first Ray release without ``core_worker_rpc_server_reconnect_timeout_s``: its
+#: replicas fail their calls to a worker that died at once (read from each release).
+RAY_FAILS_CALLS_TO_DEAD_WORKERS = (2, 51)
+
+
+def replica_env_vars(ray: str | None = None) -> dict[str, str]:
+    """Environment variables every replica gets, under the Bento's and the user's own.
+
+    On a Ray older than 2.51, ``DEAD_CALLER_WAIT_S`` for Ray's wait on a caller that died
+    (``_defaults``); read when the replica's worker starts, so it reaches no other process.
+    """
+    ray = ray_version() if ray is None else ray
+    if _release(ray) < RAY_FAILS_CALLS_TO_DEAD_WORKERS:
+        return {"RAY_core_worker_rpc_server_reconnect_timeout_s": str(DEAD_CALLER_WAIT_S)}
+    return {}
 
 
 def protobuf_has_field_label() -> bool:

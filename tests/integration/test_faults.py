@@ -13,7 +13,10 @@ Each test kills once and counts what its clients saw:
 - An ingress (API-server / root service) replica, of both kinds of Bento at once: Ray's
   proxy routes new requests around it, but the requests it was running are lost with it
   (a 500 from the proxy): that hop is the client's, and Ray's default proxy does not retry
-  it. Only those are lost, and once the replacement runs every request is answered.
+  it. Only those are lost, within ``FAIL_FAST_S`` of the kill, and once the replacement
+  runs every request is answered. On Ray 2.47 this also shows the replicas' shorter wait
+  on a dead caller (``_ray_compat.replica_env_vars``): with Ray's 60 s, the callees of the
+  killed replica stalled, and 42 of 152 requests failed, some after 60 s.
 
 Figures (failed requests, time until a replacement replica runs where a test waits for
 it, the slowest request) are printed; run with ``-s`` to see them.
@@ -45,6 +48,8 @@ pytestmark = pytest.mark.usefixtures("serve_url")
 CONNECTIONS = 16
 #: Answers to wait for before the kill, and after it.
 WARM_UP, AFTER = 40, 40
+#: Every request lost with a killed ingress replica has failed this soon after the kill.
+FAIL_FAST_S = 10.0
 #: Bound on a replica's replacement (a loaded 2-core machine starts Python slowly).
 REPLACE_BOUND_S = 180.0
 #: Small replicas (three apps fit the session's logical CPUs), a short graceful shutdown
@@ -180,6 +185,8 @@ def test_without_retries_the_killed_replicas_calls_fail(
     assert all(failure.status == 500 for failure in load.failures), load.summary()
 
 
+@pytest.mark.compat
+@pytest.mark.ray_behaviour  # Ray's proxy, and how Ray's workers treat a caller that died
 def test_killing_an_ingress_replica_loses_only_its_running_requests(
     serve_url: str, runner_app: str, probe_app: str
 ) -> None:
@@ -210,10 +217,11 @@ def test_killing_an_ingress_replica_loses_only_its_running_requests(
     for kind, load in loads.items():
         _report(f"an ingress replica ({kind})", load, killed[kind][1], replaced_s[kind])
         failures: list[Outcome] = load.failures
-        # At most the requests that were running in the killed replica: one per connection.
-        # Ray's proxy answers them 500, or (seen once in many runs, for the 1.2+ root)
-        # holds one until the client's 60 s timeout: no answer at all (status 0).
+        # At most the requests that were running in the killed replica: one per connection,
+        # each answered 500 by Ray's proxy, or its connection closed (status 0), soon.
         assert len(failures) <= CONNECTIONS, (kind, load.summary())
         assert all(failure.status in (500, 0) for failure in failures), (kind, load.summary())
+        late = [f.end - killed[kind][1] for f in failures if f.end - killed[kind][1] > FAIL_FAST_S]
+        assert not late, (kind, f"failed {late} s after the kill", load.summary())
         # Once the replacement runs, every request is answered.
         assert not [f for f in failures if f.start > replaced_at[kind]], (kind, load.summary())

@@ -114,3 +114,27 @@ def test_the_model_router_is_used_where_ray_takes_request_routers() -> None:
     from ray.serve.request_router import RequestRouter
 
     assert issubclass(router, RequestRouter)
+
+
+@pytest.mark.parametrize(
+    ("ray", "waits"), [("2.47.1", True), ("2.50.1", True), ("2.51.0", False), ("3.0.0", False)]
+)
+def test_replicas_of_a_ray_that_waits_on_dead_callers_wait_less(ray: str, waits: bool) -> None:
+    env_vars = _ray_compat.replica_env_vars(ray)
+    assert env_vars == ({"RAY_core_worker_rpc_server_reconnect_timeout_s": "5"} if waits else {})
+
+
+def test_every_replica_gets_the_shorter_wait_under_the_users_env_vars(
+    counted_bento: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub too: a callee of every replica, as the runners and dependencies are."""
+    from bentoml_ray._application import plan_layout
+
+    monkeypatch.setattr(_ray_compat, "ray_version", lambda: "2.47.1")
+    name = "RAY_core_worker_rpc_server_reconnect_timeout_s"
+    mine = {"ray_actor_options": {"runtime_env": {"env_vars": {name: "30"}}}}
+    layout = plan_layout(counted_bento, {"service_deployment_config": mine}, {"COUNTED_TOKEN": "t"})
+    root_env = layout._declare(layout.ingress).ray_actor_options["runtime_env"]["env_vars"]
+    assert root_env[name] == "30" and root_env["COUNTED_TOKEN"] == "t"
+    hub_env = layout._declare_hub().ray_actor_options["runtime_env"]["env_vars"]
+    assert hub_env == {name: "5"}
