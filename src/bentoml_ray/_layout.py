@@ -27,7 +27,7 @@ from ._defaults import HUB_OPTIONS, MAX_RETRIES, MAX_SURGE_PERCENT
 from ._errors import InvalidArgument
 from ._hub.deployment import HubDeployment, hub_deployment_name
 from ._ray_compat import RAY_DEPLOYMENT_OPTIONS, replica_env_vars
-from ._replica.calls import bound_target
+from ._replica.calls import CallTarget, bound_target
 from ._replica.versions import CalleeRollout, IngressRollout
 
 #: The per-deployment options a Serve config's ``deployments:`` shows, for operators to change.
@@ -90,6 +90,7 @@ class Layout:
         Bento's version) and the hub's handle (``_hub``: the application's metrics and task
         results), then its own args; a callee whose old replicas outlive its new ones'
         start (``max_surge_percent``) waits for the ingress's rollout before taking calls.
+        A caller and callee both at zero replicas start side by side (``CallTarget.wake``).
         """
         by_name = {spec.name: spec for spec in self.specs}
         hub = bound_target(self._declare_hub().bind(), MAX_RETRIES)
@@ -97,15 +98,14 @@ class Layout:
         callees = tuple(spec.name for spec in self.specs[:-1])
         bound: dict[str, Application] = {}
         for spec in self.specs:
-            calls = {
-                key: bound_target(
-                    bound[name],
-                    by_name[name].max_retries,
-                    version,
-                    _may_scale_to_zero(by_name[name].options),
+            from_zero = _may_scale_to_zero(spec.options)
+            calls: dict[str, CallTarget] = {}
+            for key, name in spec.calls.items():
+                at_zero = _may_scale_to_zero(by_name[name].options)
+                retries = by_name[name].max_retries
+                calls[key] = bound_target(
+                    bound[name], retries, version, at_zero, wake=at_zero and from_zero
                 )
-                for key, name in spec.calls.items()
-            }
             extra: dict[str, Any] = {"rollout": CalleeRollout(callees)}
             if spec is not self.ingress:
                 surges = bool(_rollout_options(spec.options).get("max_surge_percent"))

@@ -147,7 +147,10 @@ def test_a_dependency_at_zero_replicas_answers_its_first_call(
     serve_url: str, versioned_bento: str
 ) -> None:
     """From zero replicas, the first call waits for ``Back`` to start (longer than its
-    2 s ``traffic.timeout``, which counts from when a replica takes the call) and answers."""
+    2 s ``traffic.timeout``, which counts from when a replica takes the call) and answers.
+
+    ``Front`` starts from zero too, so it wakes ``Back`` as it starts (``wake_callees``),
+    before its own 1 s load."""
     app = "from_zero"
     zero = {
         "autoscaling_config": {
@@ -158,16 +161,16 @@ def test_a_dependency_at_zero_replicas_answers_its_first_call(
             "look_back_period_s": 15,  # longer than the handles' 10 s metrics push
         }
     }
-    serve.run(bentoml_ray.deployment(versioned_bento, {}, {"Back": zero}), name=app,
+    serve.run(bentoml_ray.deployment(versioned_bento, zero, {"Back": zero}), name=app,
               route_prefix=f"/{app}")  # fmt: skip
     try:
-        assert not replica_actor_names(app, "Back")
+        assert not replica_actor_names(app, "Back") and not replica_actor_names(app, "Front")
         start = time.monotonic()
         response = httpx.post(f"{serve_url}/{app}/versions", json={}, timeout=60)
         took = time.monotonic() - start
         assert response.status_code == 200, response.text
         assert response.json() == {"front": "1", "back": "1"}
         assert took > 2.0, f"answered in {took:.1f} s: was Back at zero replicas?"
-        print(f"\n[from zero] the first call to Back answered in {took:.1f} s")
+        print(f"\n[from zero] the first request, through Back, answered in {took:.1f} s")
     finally:
         delete_in_background(app, f"/{app}")

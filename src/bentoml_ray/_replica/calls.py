@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -71,6 +71,21 @@ class CallTarget:
     #: next periodic push); one made before the first call knows the callee's replicas,
     #: and where each multiplexed model is, when the first calls come.
     at_zero: bool = False
+    #: The caller may be at zero replicas as well: each of its replicas starts for a request
+    #: that will likely call this callee, so it wakes the callee first thing
+    #: (``wake_callees``), and the two start side by side rather than one after the other.
+    wake: bool = False
+
+
+def wake_callees(targets: Iterable[CallTarget]) -> None:
+    """Send a ``wake`` call to each callee of ``targets`` that asks for one, not awaited.
+
+    A waiting call is what makes Ray start a deployment at zero replicas; the callee's
+    ``wake`` does nothing, and the caller does not wait for it.
+    """
+    for target in targets:
+        if target.wake:
+            target.handle.options(method_name="wake").remote()
 
 
 def replica_died(exc: BaseException) -> bool:
@@ -276,9 +291,13 @@ class RetryingCaller:
 
 
 def bound_target(
-    app: Application, max_retries: int, version: str | None = None, at_zero: bool = False
+    app: Application,
+    max_retries: int,
+    version: str | None = None,
+    at_zero: bool = False,
+    wake: bool = False,
 ) -> CallTarget:
     """What to bind into the caller: ``app``, which Ray turns into its handle, the budget,
-    the caller's version to stamp its calls with, and whether the callee may be at zero
-    replicas."""
-    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries, version, at_zero)
+    the caller's version to stamp its calls with, whether the callee may be at zero
+    replicas, and whether the caller wakes it as it starts."""
+    return CallTarget(cast("DeploymentHandle[Any]", app), max_retries, version, at_zero, wake)

@@ -13,7 +13,7 @@ from .._bentoml_internals import api_server_timeout
 from .._ingress.app import public_ingress
 from .._ingress.request_metrics import request_metrics_spec
 from .._ray_compat import replica_built_ingress
-from .._replica.calls import CallTarget
+from .._replica.calls import CallTarget, wake_callees
 from .._replica.hub_link import HubLink
 from .._replica.versions import CalleeRollout, ingress_ready
 from .call_placement import Placement
@@ -43,6 +43,7 @@ class APIServerDeployment:
         route_prefix: str,
         rollout: CalleeRollout | None = None,
     ) -> None:
+        wake_callees(runners.values())  # before the service loads
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
         self.version = source.version
         self.rollout = rollout

@@ -49,6 +49,9 @@ class RunnerDeployment:
             raise
         await callee_loaded(rollout, f"runner {runner_name!r}", self.hub, self.version)
 
+    async def wake(self) -> None:
+        """An API server starting from zero replicas started this one (``calls.wake_callees``)."""
+
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
     ) -> Any:

@@ -23,7 +23,7 @@ from .._defaults import DEPENDENCY_TIMEOUT_S
 from .._ingress.app import public_ingress
 from .._ingress.request_metrics import RequestMetricsSpec, request_counts, request_metrics_spec
 from .._ray_compat import replica_built_ingress
-from .._replica.calls import CallTarget
+from .._replica.calls import CallTarget, wake_callees
 from .._replica.hub_link import HubLink
 from .._replica.versions import (
     CalleeRollout,
@@ -60,6 +60,7 @@ class ServiceHost:
         batching: dict[str, dict[str, Any]],
         route_prefix: str | None = None,
     ) -> None:
+        wake_callees(dependencies.values())  # before the service loads
         self.route_prefix = route_prefix
         self.version = source.version
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
@@ -73,6 +74,9 @@ class ServiceHost:
         self._counts = None if spec is None else request_counts(spec)
         self._paths = {name: api.route for name, api in service.apis.items()}
         self._timeout_s = float(self.factory.timeout or DEPENDENCY_TIMEOUT_S)
+
+    async def wake(self) -> None:
+        """A caller starting from zero replicas started this one (``calls.wake_callees``)."""
 
     async def call(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
