@@ -134,12 +134,15 @@ BENTO_SOURCES = {
     "versioned_bento": FIXTURES / "versioned_pair",
     "versioned_v2_bento": FIXTURES / "versioned_pair",
     "versioned_broken_bento": FIXTURES / "versioned_pair",
+    "versioned_runner_bento": FIXTURES / "versioned_runner",
+    "versioned_runner_v2_bento": FIXTURES / "versioned_runner",
 }
 #: Lines changed in a copy of the source before it is built: (old, new).
 SOURCE_EDITS = {
     "counted_v2_bento": ('VERSION = "1"', 'VERSION = "2"'),
     "versioned_v2_bento": ('VERSION = "1"', 'VERSION = "2"'),
     "versioned_broken_bento": ('VERSION = "1"', 'VERSION = "broken"'),
+    "versioned_runner_v2_bento": ('VERSION = "1"', 'VERSION = "2"'),
 }
 
 
@@ -260,6 +263,18 @@ def versioned_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
 def versioned_broken_bento(bento_builds: dict[str, Future[str]]) -> str:
     """``versioned_bento`` whose ``Back`` cannot load."""
     return bento_builds["versioned_broken_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def versioned_runner_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """A runner-based service whose answers name its version and its runner's: "1"."""
+    return bento_builds["versioned_runner_bento"].result()
+
+
+@pytest.fixture(scope="session")
+def versioned_runner_v2_bento(bento_builds: dict[str, Future[str]]) -> str:
+    """``versioned_runner_bento`` at version "2"."""
+    return bento_builds["versioned_runner_v2_bento"].result()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""New Bento versions under load (an upgrade, a version that cannot load, a rollback),
-and a dependency's first call from zero replicas.
+"""New Bento versions under load (an upgrade, a version that cannot load, a rollback; a
+runner-based Bento's upgrade), and a dependency's first call from zero replicas.
 
 ``serve.run`` of the same application name with another version, while clients send
 requests. With ``deployment()``'s defaults (one replica per deployment), on a Ray with
@@ -35,6 +35,11 @@ AROUND = 15
 def _same_versions(response: httpx.Response) -> bool:
     body = response.json()
     return bool(body["front"] == body["back"])
+
+
+def _same_runner_versions(response: httpx.Response) -> bool:
+    body = response.json()
+    return bool(body["api"] == body["runner"])
 
 
 def _replicas(app: str, deployments: tuple[str, ...]) -> set[str]:
@@ -141,6 +146,37 @@ def test_versions_never_mix_through_an_upgrade_a_broken_version_and_a_rollback(
     if SURGES:  # an older Ray stops old replicas first: requests wait, some fail (README)
         assert not load.failures, load.summary()
         assert longest < 5.0, f"a request waited {longest:.1f} s"
+
+
+@pytest.mark.skipif(not SURGES, reason="this Ray stops old replicas first (README)")
+def test_a_runner_based_bento_upgrades_with_no_request_lost_or_mixed(
+    serve_url: str, versioned_runner_bento: str, versioned_runner_v2_bento: str
+) -> None:
+    """The same mechanism for a runner-based Bento: the API server calls its runner over a
+    handle, and each answer names the version of both."""
+    app, deployments = "rollout-runner", ("versioned_runner", "versioned_runner.runner.tagger")
+    url = f"{serve_url}/{app}/versions"
+    serve.run(bentoml_ray.deployment(versioned_runner_bento), name=app, route_prefix=f"/{app}")
+    try:
+        with Load(url, {}, CLIENTS, check=_same_runner_versions) as load:
+            load.wait_for(AROUND)
+            old = _replicas(app, deployments)
+            took = time.monotonic()
+            serve.run(
+                bentoml_ray.deployment(versioned_runner_v2_bento), name=app, route_prefix=f"/{app}"
+            )
+            took = time.monotonic() - took
+            _wait_gone(app, deployments, old)
+            load.wait_for(len(load.outcomes) + AROUND)
+        assert httpx.post(url, json={}, timeout=30).json() == {"api": "2", "runner": "2"}
+    finally:
+        delete_in_background(app, f"/{app}")
+    longest = max(outcome.end - outcome.start for outcome in load.outcomes)
+    print(f"\n[rollout, runner-based] deploy call {took:.1f} s; {load.summary()}; "
+          f"the longest request {longest:.1f} s")  # fmt: skip
+    assert not [o for o in load.outcomes if o.status == 599], load.summary()  # mixed
+    assert not load.failures, load.summary()
+    assert longest < 5.0, f"a request waited {longest:.1f} s"
 
 
 def test_a_dependency_at_zero_replicas_answers_its_first_call(
