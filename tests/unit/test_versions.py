@@ -8,6 +8,7 @@ tests/integration/test_redeploy.py; the figures, benchmarks/rollout.py.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -89,6 +90,57 @@ def test_a_call_only_other_versions_refuse_fails_with_503(monkeypatch: pytest.Mo
         with pytest.raises(VersionGone, match="moved on to another version") as raised:
             asyncio.run(refused)  # type: ignore[arg-type]
         assert raised.value.error_code == 503 and len(sent) > 1
+
+
+def test_a_call_refused_by_a_newer_replica_fails_with_503_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refusing replica started after the caller: the caller's version was replaced, and
+    once its old callees stopped no replica of it will come. One refused by an older replica
+    waits longer (a new ingress whose callees are still starting); so does one whose
+    caller's start is unknown."""
+    monkeypatch.setattr(calls, "REPLACED_VERSION_WAIT_S", 0.0)
+    sent: list[int] = []
+
+    async def send() -> str:
+        sent.append(1)
+        error = OtherVersion("this replica runs v2", started=200.0)
+        raise RayTaskError("call", "tb", error).as_instanceof_cause()
+
+    def open_stream() -> AsyncIterator[int]:
+        async def chunks() -> AsyncIterator[int]:
+            sent.append(1)
+            raise OtherVersion("this replica runs v2", started=200.0)
+            yield 0  # a generator that never yields
+
+        return chunks()
+
+    async def stream(started: float) -> list[int]:
+        return [chunk async for chunk in stream_with_retries(open_stream, 3, "test", started)]
+
+    for refused in (call_with_retries(send, 3, "test", started=100.0), stream(100.0)):
+        sent.clear()
+        with pytest.raises(VersionGone, match="moved on to another version"):
+            asyncio.run(refused)  # type: ignore[arg-type]
+        assert sent == [1, 1]  # sent again once: the wait is over
+
+    async def bounded(started: float) -> Any:
+        return await asyncio.wait_for(call_with_retries(send, 3, "test", started), 0.05)
+
+    for started in (300.0, math.inf):  # older callee, or the caller's start unknown
+        sent.clear()
+        with pytest.raises(asyncio.TimeoutError):
+            asyncio.run(bounded(started))
+        assert len(sent) > 1
+
+
+def test_a_refusal_says_when_its_replica_started_on_the_caller_s_side() -> None:
+    import pickle
+
+    with pytest.raises(OtherVersion) as raised:
+        check_caller("pair:v1", "pair:v2", started=123.5)
+    back = pickle.loads(pickle.dumps(raised.value))  # as Ray sends it back
+    assert back.started == 123.5 and str(back) == str(raised.value)
 
 
 def test_a_refused_stream_is_opened_again() -> None:

@@ -14,17 +14,20 @@ timeout or a cancellation reaches the caller at once, as the exception the calle
 A call refused because the callee runs another Bento version (``versions.OtherVersion``,
 during a rollout) is sent again after ``OTHER_VERSION_PAUSE_S``: the caller's own deadline
 bounds it, and Ray's router meanwhile learns of new replicas. A new ingress's calls wait so
-for their callees a fraction of a second. A call still refused after
-``OTHER_VERSION_WAIT_S`` comes from an old ingress replica after its version's callees
-stopped (Ray's high-throughput proxy keeps sending it requests for a while): it fails with
-503 (``versions.VersionGone``) rather than hang until the replica stops and its connections
-close.
+for their callees (older replicas) a fraction of a second. A call refused by a replica that
+started after its caller comes from an old ingress replica whose version was replaced
+(Ray's high-throughput proxy keeps sending it requests for a while): once its old callees
+stopped, no replica of its version will come, so after ``REPLACED_VERSION_WAIT_S`` it fails
+with 503 (``versions.VersionGone``) rather than hang until the replica stops and its
+connections close. ``OTHER_VERSION_WAIT_S`` bounds the rest, where the start times do not
+tell (another node's clock, say).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +54,10 @@ MAX_BACKOFF_S = 1.0
 OTHER_VERSION_PAUSE_S = 0.05
 #: How long a call may be refused by replicas of other versions only before it fails.
 OTHER_VERSION_WAIT_S = 15.0
+#: The same, when the refusing replica started after the caller: the caller's version was
+#: replaced. Not at once: its old callees may still take the calls of its last requests
+#: for a moment, until Ray stops them.
+REPLACED_VERSION_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,10 @@ def replica_died(exc: BaseException) -> bool:
     return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
 
 
-def other_version(exc: BaseException) -> bool:
-    """Whether ``exc`` is a callee's refusal of a call from another version."""
-    return isinstance(unwrap(exc) if isinstance(exc, RayTaskError) else exc, OtherVersion)
+def refusal(exc: BaseException) -> OtherVersion | None:
+    """The callee's refusal of a call from another version, if that is what ``exc`` is."""
+    cause = unwrap(exc) if isinstance(exc, RayTaskError) else exc
+    return cause if isinstance(cause, OtherVersion) else None
 
 
 async def await_response(response: DeploymentResponse[T]) -> T:
@@ -143,12 +151,17 @@ def _too_large(exc: BaseException, what: str) -> BentoRayError:
     )
 
 
-def _refused_since(since: float | None, what: str, exc: BaseException) -> float:
-    """When the run of refusals by other versions began; raise once it lasted too long."""
+def _refused_since(
+    since: float | None, what: str, exc: BaseException, by: OtherVersion, started: float
+) -> float:
+    """When the run of refusals by other versions began; raise once the caller's version
+    is gone: refused ``by`` a replica that started after the caller (``started``), or for
+    too long."""
     now = time.monotonic()
     if since is None:
         return now
-    if now - since >= OTHER_VERSION_WAIT_S:
+    bound = REPLACED_VERSION_WAIT_S if by.started > started else OTHER_VERSION_WAIT_S
+    if now - since >= bound:
         raise VersionGone(
             f"No replica of this version is left to take the call to {what}: the application "
             "moved on to another version. Send the request again."
@@ -156,8 +169,11 @@ def _refused_since(since: float | None, what: str, exc: BaseException) -> float:
     return since
 
 
-async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, what: str) -> T:
-    """``await send()``, sending again up to ``max_retries`` times if the replica died."""
+async def call_with_retries(
+    send: Callable[[], Awaitable[T]], max_retries: int, what: str, started: float = math.inf
+) -> T:
+    """``await send()``, sending again up to ``max_retries`` times if the replica died;
+    ``started``: when the calling replica started (unknown: never older than a callee)."""
     attempt = 0
     refused: float | None = None
     while True:
@@ -166,8 +182,8 @@ async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, 
         except Exception as exc:
             if _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
-            if other_version(exc):
-                refused = _refused_since(refused, what, exc)
+            if (by := refusal(exc)) is not None:
+                refused = _refused_since(refused, what, exc, by, started)
                 await asyncio.sleep(OTHER_VERSION_PAUSE_S)
                 continue
             if attempt >= max_retries or not replica_died(exc):
@@ -178,12 +194,15 @@ async def call_with_retries(send: Callable[[], Awaitable[T]], max_retries: int, 
 
 
 async def stream_with_retries(
-    open_stream: Callable[[], AsyncIterator[T]], max_retries: int, what: str
+    open_stream: Callable[[], AsyncIterator[T]],
+    max_retries: int,
+    what: str,
+    started: float = math.inf,
 ) -> AsyncIterator[T]:
     """Yield ``open_stream()``'s chunks; reopen it if the replica died before the first one.
 
     Once a chunk reached the caller, a retry would repeat it, so a death after that is
-    the caller's error.
+    the caller's error. Refusals are as for ``call_with_retries``.
     """
     attempt = 0
     refused: float | None = None
@@ -197,8 +216,8 @@ async def stream_with_retries(
         except Exception as exc:
             if not delivered and _GRPC_TOO_LARGE in str(exc):
                 raise _too_large(exc, what) from exc
-            if not delivered and other_version(exc):
-                refused = _refused_since(refused, what, exc)
+            if not delivered and (by := refusal(exc)) is not None:
+                refused = _refused_since(refused, what, exc, by, started)
                 await asyncio.sleep(OTHER_VERSION_PAUSE_S)
                 continue
             if delivered or attempt >= max_retries or not replica_died(exc):
@@ -230,6 +249,8 @@ class RetryingCaller:
             self._streaming()
         self._max_retries = target.max_retries
         self._what = what
+        #: When this replica started, as its callees' refusals say theirs (``time.time()``).
+        self._started = time.time()
         #: The caller's version, as the callee's ``call`` and ``stream`` take it last.
         self._stamp = () if target.version is None else (target.version,)
         #: Handles that carry a model id or session id, by (stream, model id, session id).
@@ -268,7 +289,7 @@ class RetryingCaller:
             return await await_response(response)
 
         try:
-            return await call_with_retries(send, self._max_retries, self._what)
+            return await call_with_retries(send, self._max_retries, self._what, self._started)
         except RayTaskError as exc:  # unwrapped after the retries, which must see Ray's type
             raise unwrap(exc) from None
 
@@ -284,7 +305,8 @@ class RetryingCaller:
             )
 
         try:
-            async for chunk in stream_with_retries(open_stream, self._max_retries, self._what):
+            chunks = stream_with_retries(open_stream, self._max_retries, self._what, self._started)
+            async for chunk in chunks:
                 yield chunk
         except RayTaskError as exc:
             raise unwrap(exc) from None

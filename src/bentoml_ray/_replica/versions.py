@@ -8,9 +8,10 @@ with public Ray APIs only:
 - **Every call carries its caller's version**, and a callee of another version refuses it
   (``OtherVersion``) before running anything. The caller sends it again after a short pause
   (``_replica.calls``) until a replica of its own version takes it, within the call's own
-  deadline: an answer never combines versions. (All supported Rays.) A call refused for
-  ``OTHER_VERSION_WAIT_S`` on end fails with 503 (``VersionGone``): its caller is an old
-  ingress replica that Ray's proxy still sends requests to after its callees stopped.
+  deadline: an answer never combines versions. (All supported Rays.) A call refused for a
+  second by replicas that started after its caller (or for ``OTHER_VERSION_WAIT_S`` by
+  any) fails with 503 (``VersionGone``): its caller is an old ingress replica that Ray's
+  proxy still sends requests to after its callees stopped.
 - **The ingress of a new version takes traffic only once its callees of that version have
   loaded** (``wait_for_callees``): each callee replica tells the application's hub how its
   loading went, and a failure there fails the new ingress, naming it.
@@ -54,7 +55,18 @@ HUB_WAIT_S = 1.0
 
 
 class OtherVersion(Exception):
-    """Raised by a callee for a call from a replica of another Bento version."""
+    """Raised by a callee for a call from a replica of another Bento version.
+
+    ``started`` is when the refusing replica started (``time.time()``; 0: unknown): a
+    caller that started before it is a replica of a version that has been replaced.
+    """
+
+    def __init__(self, message: str, started: float = 0.0) -> None:
+        super().__init__(message, started)  # both in ``args``: it pickles back to the caller
+        self.started = started
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class VersionGone(ServiceUnavailable, BentoRayError):
@@ -65,10 +77,11 @@ class VersionGone(ServiceUnavailable, BentoRayError):
     """
 
 
-def check_caller(own: str, caller: str | None) -> None:
-    """Refuse a call whose caller runs another version (None: an unversioned caller)."""
+def check_caller(own: str, caller: str | None, started: float = 0.0) -> None:
+    """Refuse a call whose caller runs another version (None: an unversioned caller);
+    ``started`` is when this replica started."""
     if caller is not None and caller != own:
-        raise OtherVersion(f"this replica runs {own}; the call came from {caller}")
+        raise OtherVersion(f"this replica runs {own}; the call came from {caller}", started)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from a replica of another Bento version is refused (``_replica.versions``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -40,6 +41,7 @@ class RunnerDeployment:
         # The model's own metrics reach /metrics and Ray's (None: served outside Ray).
         self.hub = HubLink(hub) if hub is not None else None
         self.version = source.version
+        self.started = time.time()  # said in refusals (``check_caller``)
         try:
             svc = load_service(source)
             self.runner = next(r for r in svc.runners if r.name == runner_name)
@@ -55,7 +57,7 @@ class RunnerDeployment:
     async def call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
     ) -> Any:
-        check_caller(self.version, caller)
+        check_caller(self.version, caller, self.started)
         return await getattr(self.runner, method).async_run(*args, **kwargs)
 
     async def stream(
@@ -65,6 +67,6 @@ class RunnerDeployment:
         kwargs: dict[str, Any],
         caller: str | None = None,
     ) -> AsyncGenerator[Any, None]:
-        check_caller(self.version, caller)
+        check_caller(self.version, caller, self.started)
         async for chunk in getattr(self.runner, method).async_stream(*args, **kwargs):
             yield chunk

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -61,6 +62,7 @@ class ServiceHost:
         route_prefix: str | None = None,
     ) -> None:
         wake_callees(dependencies.values())  # before the service loads
+        self.started = time.time()  # said in refusals (``check_caller``)
         self.route_prefix = route_prefix
         self.version = source.version
         self.hub = HubLink(hub) if hub is not None else None  # None: served outside Ray
@@ -81,7 +83,7 @@ class ServiceHost:
     async def call(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
     ) -> Any:
-        check_caller(self.version, caller)
+        check_caller(self.version, caller, self.started)
         running = asyncio.wait_for(self.factory.call_api(name, args, kwargs), self._timeout_s)
         if self._counts is None:
             return await running
@@ -97,7 +99,7 @@ class ServiceHost:
     async def stream(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], caller: str | None = None
     ) -> AsyncGenerator[Any, None]:
-        check_caller(self.version, caller)
+        check_caller(self.version, caller, self.started)
         path, status = self._paths[name], 500
         started = None if self._counts is None else self._counts.started(path)
         try:
