@@ -16,7 +16,7 @@ each by ``serve.run`` of the same application:
 For each step, from the deploy call until the old version's last answer (and 5 s after a
 failed deploy): requests answered, failed (a status other than 200, or no answer), mixed (an
 answer whose root and dependency versions differ), the longest request, and how long the
-deploy call took. Results go to benchmarks/results/rollout-*.json.
+deploy call took. Results go to benchmarks/results/rollout-*.json (``--out`` another folder).
 """
 
 from __future__ import annotations
@@ -100,6 +100,10 @@ def summary(answers: list[Answer], took: float, raised: str, start: float) -> di
     return {
         "answered": len(answers),
         "failed": sum(a.status != 200 for a in answers),
+        "failed_by_status": {  # 0: no answer at all
+            str(status): sum(a.status == status for a in answers)
+            for status in sorted({a.status for a in answers} - {200})
+        },
         "mixed": sum(a.status == 200 and a.front != a.back for a in answers),
         "longest_s": round(max((a.end - a.start for a in answers), default=0.0), 2),
         "deploy_call_s": round(took, 1),
@@ -188,6 +192,7 @@ def steps(tags: dict[str, str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", default="default,throughput")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
     args = parser.parse_args()
     home = pathlib.Path(tempfile.mkdtemp(prefix="rollout-home-"))
     os.environ["BENTOML_HOME"] = str(home)
@@ -196,7 +201,7 @@ def main() -> None:
     for mode, steps_of in results.items():
         for name, figures in steps_of.items():
             print(f"[{mode}] {name}: {json.dumps(figures)}")
-    out = HERE / "results" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.out / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"written {out}")
 

@@ -90,6 +90,29 @@ def test_cold_start_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     assert set(results["phases"]) == {"runner-based", "1.2+", "hand-written"}
 
 
+@pytest.mark.ray  # a process of its own starts Ray
+def test_rollout_benchmark_in_high_throughput_mode(tmp_path: pathlib.Path) -> None:
+    """``benchmarks/rollout.py`` in high-throughput mode, which the suite's Ray does not run
+    (``tests/integration/test_redeploy.py`` is the default mode's): through an upgrade, a
+    broken version and a rollback no answer mixes versions, the broken deploy raises naming
+    ``Back`` while version 2 answers, and a request that fails at all is a 503 (a replaced
+    version's, ``_replica.versions``), which a client may send again."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "rollout.py"), "--modes", "throughput",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = json.loads(next(tmp_path.glob("rollout-*.json")).read_text())["throughput"]
+    assert set(steps) == {"upgrade", "broken", "rollback"}, steps
+    for name, step in steps.items():
+        assert step["mixed"] == 0 and set(step["failed_by_status"]) <= {"503"}, (name, step)
+        assert step["answered"] > step["failed"], (name, step)
+    assert "'Back'" in steps["broken"]["deploy_raised"], steps["broken"]
+    assert set(steps["broken"]["answers_by_version"]) == {"2/2"}, steps["broken"]
+    assert "1/1" in steps["rollback"]["answers_by_version"], steps["rollback"]
+
+
 #: One process per Bento (each loads its own ``service`` module), not one per target; the
 #: own-layer target has its own, as it changes BentoML for the rest of its process.
 INSTRUCTION_TARGETS = (
