@@ -39,18 +39,33 @@ def _no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(calls, "OTHER_VERSION_PAUSE_S", 0.0)
 
 
-def _refused(times: int, wrapped: bool) -> tuple[list[int], Any]:
-    """A send that a replica of another version refuses ``times`` times, then answers."""
+def _refused(times: int, wrapped: bool, started: float = 0.0) -> tuple[list[int], Any]:
+    """A send that a replica of another version (started at ``started``) refuses ``times``
+    times, then answers."""
     sent: list[int] = []
 
     async def send() -> str:
         sent.append(1)
         if len(sent) <= times:
-            error = OtherVersion("this replica runs v2")
+            error = OtherVersion("this replica runs v2", started)
             raise RayTaskError("call", "tb", error).as_instanceof_cause() if wrapped else error
         return "answer"
 
     return sent, send
+
+
+def _refusing_stream(sent: list[int], started: float = 0.0) -> Any:
+    """An ``open_stream`` that a replica of another version always refuses; counts in ``sent``."""
+
+    def open_stream() -> AsyncIterator[int]:
+        async def chunks() -> AsyncIterator[int]:
+            sent.append(1)
+            raise OtherVersion("this replica runs v2", started)
+            yield 0  # a generator that never yields
+
+        return chunks()
+
+    return open_stream
 
 
 @pytest.mark.parametrize("wrapped", [False, True])
@@ -75,18 +90,13 @@ def test_a_call_only_other_versions_refuse_fails_with_503(monkeypatch: pytest.Mo
     """An old ingress replica held open after its callees stopped: a 503, not a hang."""
     monkeypatch.setattr(calls, "OTHER_VERSION_WAIT_S", 0.05)
     sent, send = _refused(10**9, wrapped=True)
-
-    def open_stream() -> AsyncIterator[int]:
-        async def chunks() -> AsyncIterator[int]:
-            raise OtherVersion("this replica runs v2")
-            yield 0  # a generator that never yields
-
-        return chunks()
+    open_stream = _refusing_stream(sent)
 
     async def stream() -> list[int]:
         return [chunk async for chunk in stream_with_retries(open_stream, 3, "test")]
 
     for refused in (call_with_retries(send, 3, "test"), stream()):
+        sent.clear()
         with pytest.raises(VersionGone, match="moved on to another version") as raised:
             asyncio.run(refused)  # type: ignore[arg-type]
         assert raised.value.error_code == 503 and len(sent) > 1
@@ -100,20 +110,8 @@ def test_a_call_refused_by_a_newer_replica_fails_with_503_soon(
     waits longer (a new ingress whose callees are still starting); so does one whose
     caller's start is unknown."""
     monkeypatch.setattr(calls, "REPLACED_VERSION_WAIT_S", 0.0)
-    sent: list[int] = []
-
-    async def send() -> str:
-        sent.append(1)
-        error = OtherVersion("this replica runs v2", started=200.0)
-        raise RayTaskError("call", "tb", error).as_instanceof_cause()
-
-    def open_stream() -> AsyncIterator[int]:
-        async def chunks() -> AsyncIterator[int]:
-            sent.append(1)
-            raise OtherVersion("this replica runs v2", started=200.0)
-            yield 0  # a generator that never yields
-
-        return chunks()
+    sent, send = _refused(10**9, wrapped=True, started=200.0)
+    open_stream = _refusing_stream(sent, started=200.0)
 
     async def stream(started: float) -> list[int]:
         return [chunk async for chunk in stream_with_retries(open_stream, 3, "test", started)]
